@@ -22,8 +22,12 @@ def test_every_node_in_object_info_without_import_errors(comfy_server):
     missing = sorted(declared - set(info))
     assert not missing, f"nodes missing from /object_info: {missing}"
     log = comfy_server.log()
-    assert "IMPORT FAILED" not in "\n".join(l for l in log.splitlines() if "framepack" in l.lower()), log
-    assert "Traceback" not in log, log
+    # ComfyUI 0.3.75 itself logs tracebacks for its audio nodes (no torchaudio on CPU); only
+    # failures that mention this pack count.
+    pack_lines = [l for l in log.splitlines() if "framepack" in l.lower()]
+    assert not [l for l in pack_lines if "IMPORT FAILED" in l or "Cannot import" in l or "Error" in l], log
+    for block in log.split("Traceback (most recent call last):")[1:]:
+        assert "framepack" not in block.lower() and str(REPO) not in block, block
     for node_id in declared:
         for section in ("required", "optional"):
             for name, spec in info[node_id]["input"].get(section, {}).items():
