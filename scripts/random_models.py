@@ -1,0 +1,184 @@
+"""Random-weight model files under the standard FramePack file names, for the demo and the tests.
+
+ComfyUI fixes the configurations of the HunyuanVideo VAE, SigLIP and CLIP-L (it detects them
+from the weight keys and shapes), so those three are made at their REAL size with random
+weights: the state dicts come from ComfyUI's own model classes (built on the meta device, so
+nothing is allocated until the random tensors are drawn) and are saved in half precision. The
+FramePack transformer is the users' diffusers format at a tiny width with the REAL input and
+output sizes (text 4096, pooled 768, SigLIP 1152, 16 latent channels), made by
+`tests/tiny_framepack.py` with diffusers' own class.
+
+The LLaVA-Llama-3 text encoder (8 B parameters) is not made: the runs swap DualCLIPLoader +
+CLIPTextEncode for the test node `FPTestConditioning` (see `swap_text_encoder`).
+
+Files are generated once into a cache folder (seeded, so every run gets the same bytes) and
+linked into a ComfyUI models folder. Needs ComfyUI's `comfy` package importable.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VERSION = 1  # bump when the files' contents change, so stale caches are not reused
+
+# folder (ComfyUI model type) -> file name, the names the example workflows use
+FILES = {
+    "diffusion_models": "FramePackI2V_HY_bf16.safetensors",
+    "vae": "hunyuan_video_vae_bf16.safetensors",
+    "clip_vision": "sigclip_vision_patch14_384.safetensors",
+    "text_encoders": "clip_l.safetensors",
+}
+
+# The tiny FramePack: real input/output dims, one block of each kind, 2 heads x 16.
+FRAMEPACK_CONFIG = dict(
+    in_channels=16,
+    out_channels=16,
+    num_attention_heads=2,
+    attention_head_dim=16,
+    num_layers=1,
+    num_single_layers=1,
+    num_refiner_layers=1,
+    mlp_ratio=4.0,
+    patch_size=2,
+    patch_size_t=1,
+    qk_norm="rms_norm",
+    guidance_embeds=True,
+    text_embed_dim=4096,
+    pooled_projection_dim=768,
+    rope_theta=256.0,
+    rope_axes_dim=(4, 6, 6),
+    image_condition_type=None,
+    has_image_proj=True,
+    image_proj_dim=1152,
+    has_clean_x_embedder=True,
+)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "framepack_oneframe" / f"random-models-v{VERSION}"
+
+
+def _shapes(module_factory) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    with torch.device("meta"):
+        module = module_factory()
+    return {k: (v.shape, v.dtype) for k, v in module.state_dict().items()}
+
+
+def _random_state_dict(shapes, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Weights ~ N(0, 1/fan_in) (activations stay of order 1), norm scales 1, biases 0."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key in sorted(shapes):
+        shape, _ = shapes[key]
+        if key.endswith("bias"):
+            t = torch.zeros(shape)
+        elif len(shape) == 1:  # norm scales and other per-channel vectors
+            t = torch.ones(shape)
+        else:
+            fan_in = max(1, torch.Size(shape[1:]).numel())
+            t = torch.randn(shape, generator=g) / fan_in ** 0.5
+        sd[key] = t.to(dtype).contiguous()
+    return sd
+
+
+def _vae_shapes():
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    # The HunyuanVideo VAE as comfy/sd.py builds it for "decoder.conv_in.conv.weight" files.
+    ddconfig = {'double_z': True, 'z_channels': 16, 'resolution': 256, 'in_channels': 3, 'out_ch': 3, 'ch': 128,
+                'ch_mult': [1, 2, 4, 4], 'num_res_blocks': 2, 'attn_resolutions': [], 'dropout': 0.0,
+                'conv3d': True, 'time_compress': 4}
+    return _shapes(lambda: AutoencoderKL(ddconfig=ddconfig, embed_dim=16))
+
+
+def _siglip_shapes():
+    import comfy.clip_model
+    import comfy.clip_vision
+    import comfy.ops
+
+    config = json.loads((Path(comfy.clip_vision.__file__).parent / "clip_vision_siglip_384.json").read_text())
+    return _shapes(lambda: comfy.clip_model.CLIPVisionModelProjection(config, torch.float32, None, comfy.ops.manual_cast))
+
+
+def _clip_l_shapes():
+    import comfy.clip_model
+    import comfy.ops
+    import comfy.sd1_clip
+
+    config = json.loads((Path(comfy.sd1_clip.__file__).parent / "sd1_clip_config.json").read_text())
+    return _shapes(lambda: comfy.clip_model.CLIPTextModel(config, torch.float32, None, comfy.ops.manual_cast))
+
+
+def _load_tiny_framepack():
+    spec = importlib.util.spec_from_file_location("_fp1f_tiny_framepack", REPO_ROOT / "tests" / "tiny_framepack.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _save(sd: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file(sd, str(tmp))
+    tmp.replace(path)  # atomic: a half-written file is never taken for a finished one
+
+
+def build_cache(cache_dir: Path | None = None, log=print) -> Path:
+    """Make every random model file in `cache_dir` (skipping those already there); return it."""
+    cache_dir = Path(cache_dir or default_cache_dir())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    makers = {
+        "vae": lambda: _random_state_dict(_vae_shapes(), seed=1, dtype=torch.bfloat16),
+        "clip_vision": lambda: _random_state_dict(_siglip_shapes(), seed=2, dtype=torch.float16),
+        "text_encoders": lambda: _random_state_dict(_clip_l_shapes(), seed=3, dtype=torch.float16),
+        "diffusion_models": lambda: {
+            k: v.to(torch.bfloat16) for k, v in _load_tiny_framepack().reference_state_dict(4, FRAMEPACK_CONFIG).items()
+        },
+    }
+    for folder, name in FILES.items():
+        path = cache_dir / folder / name
+        if path.exists():
+            continue
+        log(f"making random-weight {folder}/{name} ...")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(makers[folder](), path)
+    return cache_dir
+
+
+def install(models_dir: Path, cache_dir: Path | None = None, log=print) -> dict[str, Path]:
+    """Link the random model files into a ComfyUI models folder under the standard names."""
+    cache_dir = build_cache(cache_dir, log)
+    placed = {}
+    for folder, name in FILES.items():
+        link = Path(models_dir) / folder / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(cache_dir / folder / name)
+        placed[folder] = link
+    return placed
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--models-dir", type=Path, default=None, help="also link the files into this models folder")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from comfy_env import add_comfy_to_path
+
+    add_comfy_to_path()
+    cache = build_cache(args.cache_dir)
+    if args.models_dir:
+        install(args.models_dir, cache)
+    print(cache)
