@@ -3,9 +3,10 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import encode, layout, lora, model_loader, sampler
+from . import encode, layout, lora, model_loader, sampler, web_routes
 
 _MODULES = (model_loader, encode, layout, sampler, lora)
+web_routes.register()  # the frontend's layout preview route, when running inside ComfyUI's server
 
 
 class FramePackOneFrameExtension(ComfyExtension):
