@@ -32,7 +32,13 @@ FILES = {
     "vae": "hunyuan_video_vae_bf16.safetensors",
     "clip_vision": "sigclip_vision_patch14_384.safetensors",
     "text_encoders": "clip_l.safetensors",
+    "loras": "kisekaeichi_lora.safetensors",
 }
+
+# What the random LoRA's header says, in musubi-tuner's --one_frame_inference spelling: the
+# kisekaeichi recipe, so the LoRA example's "from LoRA" preset resolves to it.
+LORA_COMMENT = "kisekaeichi one-frame LoRA: target_index=1,control_index=0;10,no_post,no_2x,no_4x"
+LORA_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "proj_mlp", "proj_out")
 
 # The tiny FramePack: real input/output dims, one block of each kind, 2 heads x 16.
 FRAMEPACK_CONFIG = dict(
@@ -122,11 +128,29 @@ def _load_tiny_framepack():
     return module
 
 
-def _save(sd: dict[str, torch.Tensor], path: Path) -> None:
+def _random_lora(framepack_sd: dict[str, torch.Tensor], seed: int, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A musubi-tuner-format LoRA (lora_unet_<module>.lora_down/lora_up/alpha) for the tiny FramePack."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for key in sorted(framepack_sd):
+        module = key[: -len(".weight")]
+        if not key.endswith(".weight") or framepack_sd[key].ndim != 2 or "blocks." not in module:
+            continue
+        if not module.endswith(LORA_TARGETS):
+            continue
+        rows, cols = framepack_sd[key].shape
+        name = "lora_unet_" + module.replace(".", "_")
+        sd[name + ".lora_down.weight"] = (torch.randn(rank, cols, generator=g) / cols ** 0.5).to(torch.bfloat16)
+        sd[name + ".lora_up.weight"] = (torch.randn(rows, rank, generator=g) * 0.1).to(torch.bfloat16)
+        sd[name + ".alpha"] = torch.tensor(float(rank))
+    return sd
+
+
+def _save(sd: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
     tmp = path.with_suffix(".tmp")
-    save_file(sd, str(tmp))
+    save_file(sd, str(tmp), metadata=metadata)
     tmp.replace(path)  # atomic: a half-written file is never taken for a finished one
 
 
@@ -141,14 +165,16 @@ def build_cache(cache_dir: Path | None = None, log=print) -> Path:
         "diffusion_models": lambda: {
             k: v.to(torch.bfloat16) for k, v in _load_tiny_framepack().reference_state_dict(4, FRAMEPACK_CONFIG).items()
         },
+        "loras": lambda: _random_lora(_load_tiny_framepack().reference_state_dict(4, FRAMEPACK_CONFIG), seed=5),
     }
+    metadata = {"loras": {"ss_base_model_version": "framepack", "ss_training_comment": LORA_COMMENT}}
     for folder, name in FILES.items():
         path = cache_dir / folder / name
         if path.exists():
             continue
         log(f"making random-weight {folder}/{name} ...")
         path.parent.mkdir(parents=True, exist_ok=True)
-        _save(makers[folder](), path)
+        _save(makers[folder](), path, metadata.get(folder))
     return cache_dir
 
 

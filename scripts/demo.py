@@ -1,0 +1,199 @@
+"""The FramePack one-frame demo: run the kisekaeichi example workflow in a real ComfyUI server.
+
+    .venv/bin/python scripts/demo.py                       # random weights: proves the pipeline, gives noise
+    .venv/bin/python scripts/demo.py --models /path/to/ComfyUI/models --start me.png --reference outfit.png
+
+What it does, step by step:
+1. makes a scratch ComfyUI folder with this pack in custom_nodes/;
+2. models: with no --models (and no FRAMEPACK_MODELS_DIR), it puts RANDOM-WEIGHT model files under
+   the standard names in a scratch models folder (real-size HunyuanVideo VAE, SigLIP and CLIP-L,
+   a tiny FramePack; made once and cached). Random weights give a noise image: the run proves the
+   whole pipeline works, not that it makes pictures. The 8 B LLaVA-Llama-3 text encoder cannot be
+   faked small, so in this mode the workflow's DualCLIPLoader + CLIPTextEncode are swapped for a
+   test node that emits random text conditioning of the same structure.
+   With --models DIR (a ComfyUI models folder holding the real files, see README), it runs the same
+   workflow for real, with the real text encoder, on the GPU ComfyUI finds;
+3. starts ComfyUI (`main.py`), converts the example workflow (UI format, what the template browser
+   loads) to an API prompt using the server's /object_info, queues it over HTTP, waits;
+4. copies the output image to --out and prints where it is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from comfy_env import add_comfy_to_path, find_comfy_dir  # noqa: E402
+from comfy_server import REPO_ROOT, ComfyServer, prepare_base_dir  # noqa: E402
+from workflow_api import swap_text_encoder, ui_to_api  # noqa: E402
+
+WORKFLOWS = REPO_ROOT / "example_workflows"
+# The input images the example workflows' LoadImage nodes name.
+INPUT_IMAGES = ("framepack_start.png", "framepack_reference.png", "framepack_background.png",
+                "framepack_character.png")
+
+
+def make_demo_images(input_dir: Path, size: int = 512) -> None:
+    """Simple synthetic pictures under the names the examples use (for random-weight runs).
+
+    Each is RGBA: the transparent part is what ComfyUI's LoadImage turns into mask = 1 (the
+    area the model sees), as when a mask is painted in ComfyUI's mask editor.
+    """
+    from PIL import Image, ImageDraw
+
+    input_dir.mkdir(parents=True, exist_ok=True)
+    specs = {
+        "framepack_start.png": ((70, 110, 160), (235, 200, 160), "ellipse"),
+        "framepack_reference.png": ((230, 230, 225), (200, 40, 60), "rectangle"),
+        "framepack_background.png": ((90, 160, 90), (120, 180, 230), "rectangle"),
+        "framepack_character.png": ((240, 240, 240), (60, 60, 200), "ellipse"),
+    }
+    for name, (bg, fg, shape) in specs.items():
+        img = Image.new("RGBA", (size, size), bg + (255,))
+        draw = ImageDraw.Draw(img)
+        for y in range(size):  # a soft vertical gradient so the picture is not flat
+            shade = tuple(int(c * (0.7 + 0.3 * y / size)) for c in bg)
+            draw.line([(0, y), (size, y)], fill=shade + (255,))
+        box = (size // 4, size // 5, 3 * size // 4, 4 * size // 5)
+        getattr(draw, shape)(box, fill=fg + (0,))  # the subject, transparent: mask 1 there
+        img.save(input_dir / name)
+
+
+def place_user_images(input_dir: Path, start: str | None, reference: str | None) -> None:
+    for src, name in ((start, "framepack_start.png"), (reference, "framepack_reference.png")):
+        if src:
+            from PIL import Image
+
+            Image.open(src).save(input_dir / name)  # any format PIL reads; alpha (a painted mask) kept
+
+
+def load_workflow(name: str) -> dict:
+    path = WORKFLOWS / f"{name}.json"
+    if not path.is_file():
+        names = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+        raise SystemExit(f"no example workflow {name!r}; there are: {', '.join(names)}")
+    return json.loads(path.read_text())
+
+
+def set_inputs(prompt: dict, class_type: str, **values) -> None:
+    """Override widget values of every node of one type (e.g. a smaller resolution for CPU runs)."""
+    for node in prompt.values():
+        if node["class_type"] == class_type:
+            for k, v in values.items():
+                if k not in node["inputs"]:
+                    raise SystemExit(f"{class_type} has no input {k!r}")
+                node["inputs"][k] = v
+
+
+def build_prompt(workflow: dict, object_info: dict, random_weights: bool, resolution: int | None,
+                 steps: int | None, prefix: str) -> dict:
+    prompt = ui_to_api(workflow, object_info)
+    if random_weights:
+        prompt = swap_text_encoder(prompt)
+    if resolution:
+        set_inputs(prompt, "FramePackEncodeImage", resolution=resolution)
+    if steps:
+        set_inputs(prompt, "FramePackOneFrameSampler", steps=steps)
+    set_inputs(prompt, "SaveImage", filename_prefix=prefix)
+    return prompt
+
+
+def output_images(history_entry: dict) -> list[dict]:
+    return [img for out in history_entry.get("outputs", {}).values() for img in out.get("images", [])
+            if img.get("type") == "output"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--models", default=os.environ.get("FRAMEPACK_MODELS_DIR"),
+                        help="a ComfyUI models folder with the real model files (env FRAMEPACK_MODELS_DIR); "
+                             "default: random-weight files in a scratch folder")
+    parser.add_argument("--workflow", default="framepack_kisekaeichi", help="example workflow name (example_workflows/)")
+    parser.add_argument("--start", help="start image (default: a synthetic picture)")
+    parser.add_argument("--reference", help="reference image, e.g. the outfit (default: a synthetic picture)")
+    parser.add_argument("--out", default=str(REPO_ROOT / "demo_output"), help="where the output image goes")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="override FramePackEncodeImage's bucket resolution (e.g. 320 for a quicker CPU run)")
+    parser.add_argument("--steps", type=int, default=None, help="override the sampler's steps")
+    parser.add_argument("--cache-dir", default=None, help="where the random-weight files are made once")
+    parser.add_argument("--comfy-dir", default=None, help="a ComfyUI checkout to run (default: the set-up's)")
+    parser.add_argument("--cpu", action="store_true", help="run ComfyUI on the CPU even if a GPU is there")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch ComfyUI folder (log, outputs)")
+    args = parser.parse_args(argv)
+
+    random_weights = not args.models
+    workflow = load_workflow(args.workflow)
+    scratch = Path(tempfile.mkdtemp(prefix="framepack-demo-"))
+    out_dir = Path(args.out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    try:
+        if random_weights:
+            print("No real models given (--models / FRAMEPACK_MODELS_DIR): using RANDOM-WEIGHT models.\n"
+                  "  The output will be noise. This run shows the whole pipeline works inside ComfyUI;\n"
+                  "  point --models at a ComfyUI models folder with the real files to get a real picture.")
+            models = prepare_base_dir(scratch, test_nodes=True)
+            add_comfy_to_path(args.comfy_dir)
+            import random_models
+
+            random_models.install(models, args.cache_dir)
+        else:
+            models = Path(args.models).expanduser().resolve()
+            if not models.is_dir():
+                raise SystemExit(f"--models {models}: not a folder (give the ComfyUI 'models' folder)")
+            prepare_base_dir(scratch, test_nodes=False, models_dir=models)
+            print(f"Real models from {models}")
+        make_demo_images(scratch / "input")
+        place_user_images(scratch / "input", args.start, args.reference)
+
+        cpu = args.cpu or random_weights or not _has_gpu()
+        print(f"starting ComfyUI ({find_comfy_dir(args.comfy_dir)}) on the {'CPU' if cpu else 'GPU'} ...")
+        with ComfyServer(scratch, cpu=cpu, comfy_dir=args.comfy_dir) as server:
+            prompt = build_prompt(workflow, server.get("/object_info"), random_weights, args.resolution, args.steps,
+                                  prefix=f"demo_{args.workflow}")
+            print(f"running {args.workflow} through {server.url}/prompt ...")
+            try:
+                entry = server.run(prompt)
+            except Exception:
+                print(server.log()[-3000:], file=sys.stderr)
+                raise
+        images = output_images(entry)
+        if not images:
+            raise SystemExit(f"the workflow finished without an output image: {json.dumps(entry)[:2000]}")
+        saved = []
+        for img in images:
+            src = scratch / "output" / img.get("subfolder", "") / img["filename"]
+            dst = out_dir / img["filename"]
+            shutil.copyfile(src, dst)
+            saved.append(dst)
+    finally:
+        if args.keep:
+            print(f"scratch ComfyUI folder kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    for path in saved:
+        print(f"output image: {path}")
+    note = " (random weights: expect noise)" if random_weights else ""
+    print(f"done in {time.time() - t0:.0f}s{note}")
+    return 0
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
