@@ -1,2 +1,54 @@
-"""Placeholder: filled in by its issue."""
-NODES = []
+"""FramePackModelLoader: a FramePack checkpoint from models/diffusion_models as a ComfyUI MODEL."""
+import os
+
+from comfy_api.latest import io
+
+from ..framepack_core import loader
+
+
+class FramePackModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FramePackModelLoader",
+            display_name="Load FramePack Model",
+            category="FramePack",
+            description=(
+                "Loads a FramePack transformer (FramePackI2V_HY or FramePack-F1) from models/diffusion_models: "
+                "a single .safetensors file (bf16, fp16, fp32 or fp8) or a diffusers folder with sharded "
+                "weights. The weights are memory-mapped, not copied; ComfyUI moves them to the GPU when sampling."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "model_name",
+                    options=loader.list_checkpoints(),
+                    tooltip="FramePack weights under models/diffusion_models: a .safetensors file "
+                    "(e.g. FramePackI2V_HY_bf16.safetensors) or a diffusers folder (e.g. FramePackI2V_HY).",
+                ),
+                io.Combo.Input(
+                    "weight_dtype",
+                    options=list(loader.WEIGHT_DTYPES),
+                    default="default",
+                    tooltip="Dtype the weights are kept in. default: as stored in the file. fp8_e4m3fn / fp8_e5m2 "
+                    "halve the memory of a bf16 file (norms and biases stay bf16); the layers compute in bf16 "
+                    "(fp32 on devices without bf16) either way.",
+                ),
+            ],
+            outputs=[io.Model.Output(tooltip="The FramePack model, for the FramePack LoRA and sampler nodes.")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, model_name, weight_dtype):
+        # Reload when the file or folder is replaced under the same name.
+        try:
+            stat = os.stat(loader.resolve_checkpoint(model_name))
+            return (model_name, weight_dtype, stat.st_mtime_ns, stat.st_size)
+        except (ValueError, OSError):
+            return (model_name, weight_dtype, None)
+
+    @classmethod
+    def execute(cls, model_name, weight_dtype) -> io.NodeOutput:
+        return io.NodeOutput(loader.load_framepack(model_name, weight_dtype))
+
+
+NODES = [FramePackModelLoader]
