@@ -140,6 +140,26 @@ def test_diffusers_peft_lora_with_each_prefix(run_graph, shapes, lora_dir, namin
     assert "WARNING" not in info
 
 
+def test_musubi_convert_lora_diffusers_output(run_graph, shapes, lora_dir):
+    """musubi-tuner's convert_lora.py --target other: 'diffusion_model.' + the lora_unet_ name with every
+    '_' turned into '.' (e.g. diffusion_model.single.transformer.blocks.0.proj.mlp), alpha folded into
+    both factors as sqrt(alpha/rank), lora_A/lora_B, no alpha key."""
+    modules = tiny_lora.target_modules(shapes)
+    factors = tiny_lora.lora_factors(shapes, modules, 4, 18, "lora")
+    alpha, rank = 2.0, 4
+    root = (alpha / rank) ** 0.5
+    sd = {}
+    for m, f in factors.items():
+        base = "diffusion_model." + m.replace("_", ".")
+        sd[f"{base}.lora_A.weight"] = f["down"] * root
+        sd[f"{base}.lora_B.weight"] = f["up"] * root
+    tiny_lora.save(lora_dir / "musubi_converted.safetensors", sd)
+    deltas = {m + ".weight": tiny_lora.delta(f, "lora", alpha, rank) for m, f in factors.items()}
+    base, (patched, _, info) = run(run_graph, loras=[("musubi_converted.safetensors", 1.0)])
+    assert_patched(loaded_weights(base), loaded_weights(patched), deltas, 1.0)
+    assert f"patched {len(modules)} weights" in info and "WARNING" not in info
+
+
 @pytest.mark.parametrize("kind", ["loha", "lokr"])
 @pytest.mark.parametrize("naming", ["musubi", "diffusion_model"])
 def test_loha_and_lokr_follow_their_formulas(run_graph, shapes, lora_dir, kind, naming):
@@ -380,9 +400,10 @@ def test_stack_merges_settings_first_wins_and_warns(run_graph, shapes, lora_dir)
 # the patched model runs
 # --------------------------------------------------------------------------------------------
 
-def _apply_model(patcher):
+def _apply_model(patcher, load=True):
     """One forward of the patched model through BaseModel.apply_model (ComfyUI's casting and wrappers)."""
-    comfy.model_management.load_models_gpu([patcher])
+    if load:
+        comfy.model_management.load_models_gpu([patcher])
     cfg = tiny_framepack.TINY_CONFIG
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 16, 1, 8, 8, generator=g)
@@ -407,3 +428,23 @@ def test_patched_model_output_changes_and_strength_zero_matches_base(run_graph, 
     assert torch.isfinite(out_patched).all()
     assert not torch.allclose(out_base, out_patched, atol=1e-3)
     torch.testing.assert_close(out_zero, out_base, rtol=0, atol=0)
+
+
+def test_low_vram_mode_patches_lazily_with_the_same_result(run_graph, shapes, lora_dir):
+    """With no room for the weights ComfyUI leaves them unpatched and applies the LoRA per layer at
+    compute time (LowVramPatch on comfy.ops layers); the output must equal the fully patched model's."""
+    deltas = make_lora(lora_dir, shapes, "lowvram.safetensors", seed=17)
+    base, (patched, _, _) = run(run_graph, model_name=MODEL_FP32, loras=[("lowvram.safetensors", 1.0)])
+    base_w = loaded_weights(base)
+    full = _apply_model(patched)
+    comfy.model_management.unload_all_models()
+    patched.load(torch.device("cpu"), lowvram_model_memory=1)
+    try:
+        stored = {k[len(P):]: v for k, v in patched.model.state_dict().items() if k.startswith(P)}
+        assert all(torch.equal(stored[k], base_w[k]) for k in deltas), "low-VRAM load merged the LoRA eagerly"
+        lazy = _apply_model(patched, load=False)
+    finally:
+        patched.unpatch_model(device_to=patched.offload_device)
+    # float32 weights: eager and lazy patching compute the same float32 numbers
+    torch.testing.assert_close(lazy, full, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(lazy, _apply_model(base), atol=1e-3)
