@@ -1,0 +1,167 @@
+"""(Re)build example_workflows/*.json and their .jpg thumbnails in the real ComfyUI frontend.
+
+    .venv/bin/python scripts/make_example_workflows.py
+
+The graphs are described below (which nodes, which widget values, which links); the browser
+script tests/browser/build_workflows.mjs creates them in the frontend served by a real ComfyUI
+with this pack, so the saved JSON is exactly the frontend's own format, and screenshots each one
+(with random-weight models and synthetic input pictures in place, so the loaders show file names
+and the LoadImage nodes show a picture). Only ComfyUI's own nodes and this pack's are used.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from comfy_env import add_comfy_to_path  # noqa: E402
+from comfy_server import REPO_ROOT, ComfyServer, prepare_base_dir  # noqa: E402
+from demo import make_demo_images  # noqa: E402
+
+OUT = REPO_ROOT / "example_workflows"
+BROWSER = REPO_ROOT / "tests" / "browser"
+THUMB_WIDTH = 640
+
+NEGATIVE = ""
+SAMPLER = {"steps": 25, "distilled_guidance": 10.0, "cfg": 1.0, "seed": 42}
+
+
+def _loaders(lora: bool = False) -> tuple[list, list]:
+    nodes = [
+        {"key": "model", "type": "FramePackModelLoader", "col": 0,
+         "widgets": {"model_name": "FramePackI2V_HY_bf16.safetensors"}},
+        {"key": "clip", "type": "DualCLIPLoader", "col": 0,
+         "widgets": {"clip_name1": "clip_l.safetensors", "clip_name2": "llava_llama3_fp16.safetensors",
+                     "type": "hunyuan_video"}},
+        {"key": "vae", "type": "VAELoader", "col": 0, "widgets": {"vae_name": "hunyuan_video_vae_bf16.safetensors"}},
+        {"key": "clip_vision", "type": "CLIPVisionLoader", "col": 0,
+         "widgets": {"clip_name": "sigclip_vision_patch14_384.safetensors"}},
+    ]
+    links = [["clip", 0, "pos", "clip"], ["clip", 0, "neg", "clip"]]
+    if lora:
+        nodes.insert(1, {"key": "lora", "type": "FramePackLoraStack", "col": 1,
+                         "widgets": {"lora_name_1": "kisekaeichi_lora.safetensors", "strength_1": 1.0}})
+        links += [["model", 0, "lora", "model"], ["lora", 0, "sampler", "model"]]
+    else:
+        links += [["model", 0, "sampler", "model"]]
+    return nodes, links
+
+
+def _encode(key: str, image: str, title: str, col: int, mask: bool) -> tuple[list, list]:
+    nodes = [
+        {"key": f"{key}_image", "type": "LoadImage", "col": col, "title": title, "widgets": {"image": image}},
+        {"key": key, "type": "FramePackEncodeImage", "col": col + 1, "title": f"Encode {title.lower()}"},
+    ]
+    links = [[f"{key}_image", 0, key, "image"], ["vae", 0, key, "vae"], ["clip_vision", 0, key, "clip_vision"]]
+    if mask:
+        links.append([f"{key}_image", 1, key, "mask"])
+    return nodes, links
+
+
+def _text_and_sampler(prompt: str, prefix: str) -> tuple[list, list]:
+    nodes = [
+        {"key": "pos", "type": "CLIPTextEncode", "col": 1, "title": "Prompt", "widgets": {"text": prompt}},
+        {"key": "neg", "type": "CLIPTextEncode", "col": 1, "title": "Negative prompt (unused at cfg 1)",
+         "widgets": {"text": NEGATIVE}},
+        {"key": "sampler", "type": "FramePackOneFrameSampler", "col": 5, "widgets": dict(SAMPLER)},
+        {"key": "decode", "type": "VAEDecode", "col": 5},
+        {"key": "save", "type": "SaveImage", "col": 6, "widgets": {"filename_prefix": prefix}},
+    ]
+    links = [["pos", 0, "sampler", "positive"], ["neg", 0, "sampler", "negative"], ["layout", 0, "sampler", "layout"],
+             ["sampler", 0, "decode", "samples"], ["vae", 0, "decode", "vae"], ["decode", 0, "save", "images"]]
+    return nodes, links
+
+
+def _note(text: str) -> dict:
+    return {"key": "note", "type": "Note", "col": 4, "widgets": {"text": text}, "width": 420}
+
+
+def oichi() -> dict:
+    n1, l1 = _loaders()
+    n2, l2 = _encode("start", "framepack_start.png", "Start image", 2, mask=False)
+    n3, l3 = _text_and_sampler("The person raises both hands and smiles.", "framepack_oichi")
+    layout = {"key": "layout", "type": "FramePackOneFrameLayout", "col": 4, "widgets": {"preset": "oichi"}}
+    note = _note("oichi: one-frame edit of the start image, driven by the prompt.\n"
+                 "Preset oichi = musubi-tuner's default layout: start at index 0, zero post at 10, "
+                 "target 9 (raise target_index towards ~40 for a bigger change), 2x/4x groups on.\n"
+                 "25 steps, distilled guidance 10, cfg 1.")
+    return {"name": "framepack_oichi", "nodes": n1 + n2 + [layout, note] + n3,
+            "links": l1 + l2 + l3 + [["start", 0, "layout", "start"]]}
+
+
+def kisekaeichi(lora: bool = False) -> dict:
+    n1, l1 = _loaders(lora)
+    n2, l2 = _encode("start", "framepack_start.png", "Start image", 2, mask=True)
+    n3, l3 = _encode("ref", "framepack_reference.png", "Reference image", 2, mask=True)
+    name = "framepack_kisekaeichi_lora_stack" if lora else "framepack_kisekaeichi"
+    n4, l4 = _text_and_sampler("The woman is wearing the outfit from the reference image.", name)
+    layout = {"key": "layout", "type": "FramePackOneFrameLayout", "col": 4,
+              "widgets": {"preset": "kisekaeichi"}}
+    controls = {"key": "controls", "type": "FramePackControlList", "col": 4}
+    text = ("kisekaeichi: the start image wearing the reference image's outfit.\n"
+            "Masks: paint them in ComfyUI's mask editor (right-click a Load Image node > Open in MaskEditor). "
+            "On the start image paint the area to change; on the reference paint the outfit. "
+            "Painted = shown to the model, the rest is hidden.\n"
+            "Preset kisekaeichi = musubi recipe: target 1, clean latents start @ 0 and reference @ 10, "
+            "no post, no 2x/4x. target_index 9-13 changes more.")
+    if lora:
+        text += ("\nLoRA: put your kisekaeichi LoRA(s) in models/loras and pick them in the stack. The layout must "
+                 "match the LoRA's training settings: this preset is the musubi kisekaeichi recipe. If the LoRA's "
+                 "file header records its settings, you can instead connect the stack's lora_settings output to "
+                 "the layout node and pick preset 'from LoRA'.")
+    return {"name": name, "nodes": n1 + n2 + n3 + [controls, layout, _note(text)] + n4,
+            "links": l1 + l2 + l3 + l4 + [["start", 0, "layout", "start"], ["ref", 0, "controls", "control"],
+                                          ["controls", 0, "layout", "controls"]]}
+
+
+def one_frame_mc() -> dict:
+    n1, l1 = _loaders()
+    n2, l2 = _encode("bg", "framepack_background.png", "Background image", 2, mask=False)
+    n3, l3 = _encode("char", "framepack_character.png", "Character image", 2, mask=False)
+    n4, l4 = _text_and_sampler("The character stands in the scene of the background image.", "framepack_1f_mc")
+    layout = {"key": "layout", "type": "FramePackOneFrameLayout", "col": 4, "widgets": {"preset": "1f-mc"}}
+    controls = {"key": "controls", "type": "FramePackControlList", "col": 4}
+    note = _note("1f-mc: several conditions in one frame (here a background and a character).\n"
+                 "Preset 1f-mc = musubi recipe: background (start) @ 0, character @ 1, zero post @ 10, target 9, "
+                 "no 2x/4x. Usually used with a LoRA trained for 1f-mc.")
+    return {"name": "framepack_1f_mc", "nodes": n1 + n2 + n3 + [controls, layout, note] + n4,
+            "links": l1 + l2 + l3 + l4 + [["bg", 0, "layout", "start"], ["char", 0, "controls", "control"],
+                                          ["controls", 0, "layout", "controls"]]}
+
+
+def specs() -> list[dict]:
+    return [oichi(), kisekaeichi(), one_frame_mc(), kisekaeichi(lora=True)]
+
+
+def main() -> int:
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory(prefix="fp1f-build-") as tmp:
+        base = Path(tmp)
+        models = prepare_base_dir(base, test_nodes=False)
+        add_comfy_to_path()
+        import random_models
+
+        random_models.install(models)
+        make_demo_images(base / "input")
+        spec_path = base / "spec.json"
+        spec_path.write_text(json.dumps({"workflows": specs()}))
+        with ComfyServer(base) as server:
+            subprocess.run(["node", str(BROWSER / "build_workflows.mjs"), str(spec_path), server.url, str(base / "out")],
+                           check=True, cwd=BROWSER)
+        for wf in specs():
+            name = wf["name"]
+            (OUT / f"{name}.json").write_text((base / "out" / f"{name}.json").read_text())
+            img = Image.open(base / "out" / f"{name}.png").convert("RGB")
+            img = img.resize((THUMB_WIDTH, round(img.height * THUMB_WIDTH / img.width)), Image.LANCZOS)
+            img.save(OUT / f"{name}.jpg", quality=88)
+            print(f"wrote {OUT / name}.json and .jpg")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

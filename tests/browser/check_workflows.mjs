@@ -1,0 +1,102 @@
+// The browser side of tests/test_browser.py, against a real ComfyUI server with the pack:
+//   node check_workflows.mjs <comfy url> <out dir> [widget=value]
+// For every example workflow the server lists in /api/workflow_templates for the pack:
+//   1. load it into the graph the way the template browser does (fetch + app.loadGraphData),
+//      and list node types the frontend does not know (must be none);
+//   2. convert it to an API prompt with the frontend's own app.graphToPrompt();
+//   3. on each FramePackOneFrameLayout node: wait for the layout drawing, screenshot the node,
+//      change one widget (default target_index -> resolved target + 3), wait until the drawn
+//      state holds the new value, screenshot again;
+//   4. screenshot the whole workflow.
+// Writes <out dir>/results.json (and the PNGs) for pytest to judge.
+import fs from "node:fs";
+import path from "node:path";
+import { fitAll, focusGraph, nodeClip, openComfy } from "./comfy_page.mjs";
+
+const [url, outDir, change = "target_index"] = process.argv.slice(2);
+const PACK = process.env.FRAMEPACK_PACK_NAME || "framepack_oneframe";
+fs.mkdirSync(outDir, { recursive: true });
+const started = Date.now();
+const { page, pageErrors, close } = await openComfy(url);
+const results = { pack: PACK, templates: null, workflows: {}, pageErrors };
+
+async function waitLayout(nodeId, predicate, timeout = 15000) {
+  await page.waitForFunction(([id, predicate]) => {
+    const s = window.app.graph.getNodeById(id)?.framepackLayout;
+    if (!s || s.pending || !(s.layout || s.error)) return false;
+    return new Function("s", `return (${predicate})(s)`)(s);
+  }, [nodeId, predicate], { timeout });
+  return page.evaluate((id) => {
+    const s = window.app.graph.getNodeById(id).framepackLayout;
+    return { layout: s.layout, error: s.error, request: s.request, version: s.version };
+  }, nodeId);
+}
+
+try {
+  const templates = await page.evaluate(async () => (await window.app.api?.fetchApi?.("/workflow_templates")
+    ?? await fetch("/api/workflow_templates")).json());
+  results.templates = templates;
+  for (const name of templates[PACK] ?? []) {
+    const r = { name, missing: [], screenshots: {} };
+    results.workflows[name] = r;
+    const loaded = await page.evaluate(async ([pack, name]) => {
+      const res = await fetch(`/api/workflow_templates/${pack}/${name}.json`);
+      const wf = await res.json();
+      await window.app.loadGraphData(wf, true, true, name);
+      const types = [...new Set(wf.nodes.map((n) => n.type))];
+      return {
+        status: res.status,
+        nodeCount: wf.nodes.length,
+        loadedCount: window.app.graph.nodes.length,
+        missing: types.filter((t) => !window.LiteGraph.registered_node_types[t]),
+        layoutNodes: window.app.graph.nodes.filter((n) => n.type === "FramePackOneFrameLayout").map((n) => n.id),
+      };
+    }, [PACK, name]);
+    Object.assign(r, loaded);
+    r.api = (await page.evaluate(() => window.app.graphToPrompt())).output;
+
+    r.layouts = [];
+    for (const id of loaded.layoutNodes) {
+      const node = await page.evaluate((id) => {
+        const n = window.app.graph.getNodeById(id);
+        return { pos: [...n.pos], widgets: Object.fromEntries(n.widgets.map((w) => [w.name, w.value])) };
+      }, id);
+      await focusGraph(page, node.pos[0], node.pos[1] - 40, 1);
+      const before = await waitLayout(id, "(s) => true");
+      const shotBefore = path.join(outDir, `${name}-layout-${id}-before.png`);
+      await page.waitForTimeout(300);
+      await page.screenshot({ path: shotBefore, clip: await nodeClip(page, id) });
+
+      const current = before.layout ? before.layout[change] : 0;
+      const newValue = (current ?? 0) + 3;
+      await page.evaluate(([id, change, v]) => {
+        const w = window.app.graph.getNodeById(id).widgets.find((w) => w.name === change);
+        w.value = v;
+        w.callback?.(v);
+      }, [id, change, newValue]);
+      const after = await waitLayout(id, `(s) => s.request && s.request.widgets[${JSON.stringify(change)}] === ${newValue}`);
+      await focusGraph(page, node.pos[0], node.pos[1] - 40, 1);
+      await page.waitForTimeout(300);
+      const shotAfter = path.join(outDir, `${name}-layout-${id}-after.png`);
+      await page.screenshot({ path: shotAfter, clip: await nodeClip(page, id) });
+      // put the widget back so the workflow picture shows the shipped values
+      await page.evaluate(([id, change, v]) => {
+        const w = window.app.graph.getNodeById(id).widgets.find((w) => w.name === change);
+        w.value = v;
+        w.callback?.(v);
+      }, [id, change, node.widgets[change]]);
+      await waitLayout(id, `(s) => s.request && s.request.widgets[${JSON.stringify(change)}] === ${JSON.stringify(node.widgets[change])}`);
+      r.layouts.push({ id, widgets: node.widgets, change, newValue, before, after, shotBefore, shotAfter });
+    }
+    await fitAll(page);
+    await page.waitForTimeout(300);
+    r.screenshots.workflow = path.join(outDir, `${name}.png`);
+    await page.screenshot({ path: r.screenshots.workflow });
+  }
+} catch (e) {
+  results.fatal = String(e?.stack || e);
+} finally {
+  results.seconds = (Date.now() - started) / 1000;
+  fs.writeFileSync(path.join(outDir, "results.json"), JSON.stringify(results, null, 2));
+  await close();
+}

@@ -1,0 +1,78 @@
+// Shared by the browser scripts: open the real ComfyUI frontend in Debian's headless Chromium
+// (playwright-core drives /usr/bin/chromium; no browser is ever downloaded).
+import { chromium } from "playwright-core";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+export const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+
+export async function openComfy(url, { width = 1600, height = 1000 } = {}) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "fp1f-chromium-")); // fresh --user-data-dir
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width, height },
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--disable-sync", "--no-first-run"],
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(String(e?.stack || e)));
+  page.on("console", (m) => { if (m.type() === "error") pageErrors.push(`console: ${m.text()}`); });
+  await page.goto(url);
+  await page.waitForFunction(() => window.app?.graph && window.LiteGraph && window.app.canvas, null, { timeout: 90000 });
+  // the "Nodes 2.0" announcement banner would cover the top of every screenshot
+  await page.evaluate(() => {
+    for (const b of document.querySelectorAll("button")) if (b.getAttribute("aria-label") === "Close") b.click();
+  });
+  const close = async () => {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  };
+  return { page, pageErrors, close };
+}
+
+// Put graph point (x, y) at screen offset (left, top) at the given zoom, and let the canvas redraw.
+export async function focusGraph(page, x, y, scale = 1, left = 80, top = 120) {
+  await page.evaluate(([x, y, scale, left, top]) => {
+    const ds = window.app.canvas.ds;
+    ds.scale = scale;
+    ds.offset[0] = left / scale - x;
+    ds.offset[1] = top / scale - y;
+    window.app.canvas.setDirty(true, true);
+  }, [x, y, scale, left, top]);
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  await page.waitForTimeout(150);
+}
+
+// Screen rectangle (CSS pixels) of a node, title bar included.
+export async function nodeClip(page, nodeId) {
+  return page.evaluate((id) => {
+    const node = window.app.graph.getNodeById(id);
+    const ds = window.app.canvas.ds;
+    const rect = window.app.canvas.canvas.getBoundingClientRect();
+    const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+    return {
+      x: rect.left + (node.pos[0] + ds.offset[0]) * ds.scale,
+      y: rect.top + (node.pos[1] - title + ds.offset[1]) * ds.scale,
+      width: node.size[0] * ds.scale,
+      height: (node.size[1] + title) * ds.scale,
+    };
+  }, nodeId);
+}
+
+// Zoom so that every node fits the window (for workflow pictures).
+export async function fitAll(page, margin = 40) {
+  const box = await page.evaluate(() => {
+    const nodes = window.app.graph.nodes;
+    const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+    const xs = nodes.flatMap((n) => [n.pos[0], n.pos[0] + n.size[0]]);
+    const ys = nodes.flatMap((n) => [n.pos[1] - title, n.pos[1] + n.size[1]]);
+    const rect = window.app.canvas.canvas.getBoundingClientRect();
+    return { x0: Math.min(...xs), y0: Math.min(...ys), x1: Math.max(...xs), y1: Math.max(...ys),
+      w: rect.width, h: rect.height, left: rect.left, top: rect.top };
+  });
+  const scale = Math.min((box.w - 2 * margin) / (box.x1 - box.x0), (box.h - 2 * margin - 60) / (box.y1 - box.y0), 1.2);
+  await focusGraph(page, box.x0, box.y0, scale, margin, margin + 60);
+}
