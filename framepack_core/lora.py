@@ -682,9 +682,13 @@ def describe_header(metadata: dict[str, str], datasets: list[dict], found: list[
             f"{metadata['ss_steps']} steps" if "ss_steps" in metadata else None]
     lines.append("header: " + ", ".join(b for b in bits if b))
     for d in datasets:
-        parts = [f"resolution {d.get('resolution')}"]
+        kind = "video dataset" if "frame_extraction" in d or "target_frames" in d else "image dataset"
+        parts = [kind, f"resolution {d.get('resolution')}"]
         if "has_control" in d:
-            parts.append(f"control images {'yes' if _as_bool(d['has_control']) else 'no'}")
+            control = _as_bool(d["has_control"])
+            parts.append("control images yes (one-frame edit training such as kisekaeichi / 1f-mc; how many "
+                         "and at which indices is not recorded)" if control and kind == "image dataset"
+                         else f"control images {'yes' if control else 'no'}")
         if "num_repeats" in d:
             parts.append(f"repeats {d['num_repeats']}")
         lines.append("  dataset: " + ", ".join(parts))
