@@ -129,6 +129,18 @@ def test_sharded_diffusers_folder_and_its_config_json(run_graph, unet_dir, refer
     assert patcher.model.framepack_config.rope_axes_dim == (8, 4, 4)
 
 
+def test_replaced_file_is_reloaded(run_graph, unet_dir):
+    """ComfyUI caches node outputs by input; a file replaced under the same name must not give the old weights."""
+    name = _unique("fp-replaced") + ".safetensors"
+    tiny.save_single_file(unet_dir / name, 1)
+    first = _model_sd(_run_loader(run_graph, name))["proj_out.weight"].clone()
+    tiny.save_single_file(unet_dir / name, 2)
+    os.utime(unet_dir / name, ns=(1, 1))  # a different mtime even on coarse-grained file systems
+    second = _model_sd(_run_loader(run_graph, name))["proj_out.weight"]
+    assert not torch.equal(first, second)
+    assert torch.equal(second, tiny.reference_state_dict(2)["proj_out.weight"])
+
+
 def test_list_checkpoints_only_safetensors_and_folders(unet_dir, loader_module):
     single = _unique("single") + ".safetensors"
     tiny.save_single_file(unet_dir / "sub" / single, SEED)
@@ -256,6 +268,15 @@ def test_loaded_model_runs_through_model_management_and_matches_diffusers(
     err = (velocity - expected).norm() / expected.norm()
     assert err < 1e-5, f"relative error {err:.2e}"
     comfy.model_management.unload_all_models()
+
+    # ComfyUI's low-VRAM mode: weights beyond the budget stay put and are cast layer by layer.
+    patcher.load(torch.device("cpu"), lowvram_model_memory=patcher.model_size() // 3)
+    assert patcher.model.model_lowvram
+    with torch.no_grad():
+        low = patcher.model.apply_model(inp["x"], inp["sigma"], c_crossattn=inp["context"],
+                                        pooled_output=inp["pooled"], **extra)
+    patcher.detach()
+    assert torch.allclose(low, denoised, rtol=1e-6, atol=1e-6)
 
 
 def test_memory_required_is_sensible(run_graph, unet_dir):
