@@ -23,7 +23,8 @@ How it reads, and why:
    so with `weight_dtype="default"` the loaded model costs no memory beyond the file's own pages
    (one copy of the weights, never two; ComfyUI copies them to the GPU when it loads the model).
    A cast (`weight_dtype` other than default, or a scaled fp8 file) makes one new tensor per
-   weight while the file stays mapped.
+   weight while the file stays mapped. (As with any memory map, overwriting the file in place
+   while ComfyUI holds the model is unsafe; replacing it with a new file, as downloads do, is fine.)
 
 Dtypes: files may hold float32, float16, bfloat16, float8_e4m3fn and float8_e5m2 tensors (mixed,
 like the released fp8 file whose norms and biases are bf16). `weight_dtype`:

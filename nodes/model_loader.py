@@ -1,6 +1,4 @@
 """FramePackModelLoader: a FramePack checkpoint from models/diffusion_models as a ComfyUI MODEL."""
-import os
-
 from comfy_api.latest import io
 
 from ..framepack_core import loader
@@ -41,8 +39,9 @@ class FramePackModelLoader(io.ComfyNode):
     def fingerprint_inputs(cls, model_name, weight_dtype):
         # Reload when the file or folder is replaced under the same name.
         try:
-            stat = os.stat(loader.resolve_checkpoint(model_name))
-            return (model_name, weight_dtype, stat.st_mtime_ns, stat.st_size)
+            path = loader.resolve_checkpoint(model_name)
+            files = sorted(path.glob("*.safetensors*")) if path.is_dir() else [path]
+            return (model_name, weight_dtype, [(f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files])
         except (ValueError, OSError):
             return (model_name, weight_dtype, None)
 
