@@ -309,7 +309,10 @@ class LoraReport:
                  f"{self.modules} LoRA modules ({kinds}); names: {self.naming or 'unknown'}"]
         if self.fused:
             lines.append(f"  {self.fused} fused HunyuanVideo layers split onto FramePack's separate q/k/v/mlp weights")
-        if self.family and self.family not in ("FramePack",):
+        if self.family == "HunyuanVideo":
+            lines.append(f"  note: this looks like a LoRA for HunyuanVideo ({self.family_reason}); FramePack is a "
+                         "fine-tuned HunyuanVideo, so it applies, but it was not trained on FramePack")
+        elif self.family and self.family != "FramePack":
             lines.append(f"  note: this looks like a LoRA for {self.family} ({self.family_reason})")
         if self.unmatched:
             shown = ", ".join(self.unmatched[:8]) + (" …" if len(self.unmatched) > 8 else "")
@@ -349,6 +352,13 @@ def _lokr_w2_rows(tensors) -> int | None:
 
 def _delta_shape(patch) -> tuple[int, int] | None:
     """(rows, numel of one row) of the weight change a ComfyUI patch makes, when knowable."""
+    try:
+        return _adapter_delta_shape(patch)
+    except (AttributeError, IndexError, TypeError, ValueError):  # an adapter layout this code does not know
+        return None
+
+
+def _adapter_delta_shape(patch) -> tuple[int, int] | None:
     if isinstance(patch, weight_adapter.LoRAAdapter):
         up, down = patch.weights[0], patch.weights[1]
         if patch.weights[3] is not None or patch.weights[5] is not None:
