@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import tiny_framepack
 import tiny_lora
@@ -448,3 +449,86 @@ def test_low_vram_mode_patches_lazily_with_the_same_result(run_graph, shapes, lo
     # float32 weights: eager and lazy patching compute the same float32 numbers
     torch.testing.assert_close(lazy, full, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(lazy, _apply_model(base), atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# the whole one-frame graph: LoRA → sampler, LoRA header → layout "from LoRA"
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def oneframe_models(models_dir, comfy_base_dir):
+    """scripts/random_models.py: tiny FramePack with real I/O sizes + real-size random HunyuanVideo VAE."""
+    import importlib.util
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("_fp1f_random_models", REPO_ROOT / "scripts" / "random_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    files = module.install(models_dir, log=lambda *a: None)
+    for i in range(2):
+        small = np.random.default_rng(40 + i).uniform(0, 255, (6, 6, 3)).astype(np.uint8)
+        Image.fromarray(small).resize((96, 96), Image.BICUBIC).save(comfy_base_dir / "input" / f"lora_img{i}.png")
+    with safe_open(str(files["diffusion_models"]), "pt") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    return files, {k: torch.Size(v) for k, v in shapes.items()}
+
+
+def oneframe_graph(files, lora_name, strength, lora_into_sampler=True):
+    enc = {"vae": ["vae", 0], "resolution": 128, "width": 0, "height": 0,
+           "mask_mode": "keep where mask is 0 (LoadImage alpha)"}
+    p = {
+        "model": {"class_type": "FramePackModelLoader",
+                  "inputs": {"model_name": files["diffusion_models"].name, "weight_dtype": "default"}},
+        "lora": {"class_type": "FramePackLoraLoader",
+                 "inputs": {"model": ["model", 0], "lora_name": lora_name, "strength": strength}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": files["vae"].name}},
+        "img0": {"class_type": "LoadImage", "inputs": {"image": "lora_img0.png"}},
+        "img1": {"class_type": "LoadImage", "inputs": {"image": "lora_img1.png"}},
+        "enc0": {"class_type": "FramePackEncodeImage", "inputs": dict(enc, image=["img0", 0])},
+        "enc1": {"class_type": "FramePackEncodeImage", "inputs": dict(enc, image=["img1", 0])},
+        "list1": {"class_type": "FramePackControlList", "inputs": {"control": ["enc1", 0]}},
+        "layout": {"class_type": "FramePackOneFrameLayout",
+                   "inputs": {"start": ["enc0", 0], "controls": ["list1", 0], "preset": "from LoRA",
+                              "lora_settings": ["lora", 1], "latent_window_size": -1, "target_index": -1,
+                              "control_index": "", "latent_index": -1, "history_index": -1,
+                              "use_clean_latents_post": "preset", "use_clean_latents_2x": "preset",
+                              "use_clean_latents_4x": "preset", "siglip_source": "preset",
+                              "siglip_mix": "0.7,0.3"}},
+        "pos": {"class_type": "FPTestConditioning",
+                "inputs": {"seed": 1, "tokens": 7, "padding": 0, "dim": 4096, "pooled_dim": 768}},
+        "neg": {"class_type": "FPTestConditioning",
+                "inputs": {"seed": 2, "tokens": 5, "padding": 0, "dim": 4096, "pooled_dim": 768}},
+        "sampler": {"class_type": "FramePackOneFrameSampler",
+                    "inputs": {"model": ["lora" if lora_into_sampler else "model", 0], "positive": ["pos", 0],
+                               "negative": ["neg", 0], "layout": ["layout", 0], "seed": 3, "steps": 2,
+                               "distilled_guidance": 10.0, "cfg": 1.0, "guidance_rescale": 0.0, "shift": 0.0,
+                               "solver": "unipc_bh1", "batch_size": 1}},
+        "out": {"class_type": "FPTestCapture", "inputs": {"value": ["sampler", 0]}},
+    }
+    return p
+
+
+def test_lora_model_and_settings_run_through_the_one_frame_sampler(run_graph, oneframe_models, lora_dir):
+    files, shapes = oneframe_models
+    modules = tiny_lora.target_modules(shapes)
+    factors = tiny_lora.lora_factors(shapes, modules, 4, 30, "lora")
+    sd = tiny_lora.write_lora(factors, "lora", 4.0)
+    comment = "kisekaeichi: target_index=1,control_index=0;10,no_post,no_2x,no_4x"
+    tiny_lora.save(lora_dir / "graph_kisekaeichi.safetensors", sd, tiny_lora.musubi_header(sd, training_comment=comment))
+
+    def sample(strength, into_sampler=True):
+        out = run_graph(oneframe_graph(files, "graph_kisekaeichi.safetensors", strength, into_sampler),
+                        outputs_of=["sampler", "layout"])
+        return out["sampler"][0]["samples"], out["layout"][0]
+
+    base, layout = sample(1.0, into_sampler=False)
+    with_lora, _ = sample(1.0)
+    zero, _ = sample(0.0)
+    assert layout.target_index == 1  # the LoRA header's kisekaeichi settings reached the layout
+    assert torch.isfinite(with_lora).all() and with_lora.shape == base.shape
+    assert not torch.allclose(with_lora, base, atol=1e-4)
+    assert torch.equal(zero, base)
