@@ -43,27 +43,33 @@ INPUT_IMAGES = ("framepack_start.png", "framepack_reference.png", "framepack_bac
 def make_demo_images(input_dir: Path, size: int = 512) -> None:
     """Simple synthetic pictures under the names the examples use (for random-weight runs).
 
-    Each is RGBA: the transparent part is what ComfyUI's LoadImage turns into mask = 1 (the
-    area the model sees), as when a mask is painted in ComfyUI's mask editor.
+    The kisekaeichi pair carries masks the way ComfyUI's mask editor stores them, in the alpha
+    channel (transparent = painted = hidden from the model with FramePackEncodeImage's default
+    mask_mode): the start image hides its "clothes" (the area to replace), the reference image
+    hides everything but the "outfit".
     """
     from PIL import Image, ImageDraw
 
     input_dir.mkdir(parents=True, exist_ok=True)
-    specs = {
-        "framepack_start.png": ((70, 110, 160), (235, 200, 160), "ellipse"),
-        "framepack_reference.png": ((230, 230, 225), (200, 40, 60), "rectangle"),
-        "framepack_background.png": ((90, 160, 90), (120, 180, 230), "rectangle"),
-        "framepack_character.png": ((240, 240, 240), (60, 60, 200), "ellipse"),
-    }
-    for name, (bg, fg, shape) in specs.items():
-        img = Image.new("RGBA", (size, size), bg + (255,))
+
+    def picture(bg, fg, shape):
+        img = Image.new("RGBA", (size, size))
         draw = ImageDraw.Draw(img)
         for y in range(size):  # a soft vertical gradient so the picture is not flat
-            shade = tuple(int(c * (0.7 + 0.3 * y / size)) for c in bg)
-            draw.line([(0, y), (size, y)], fill=shade + (255,))
-        box = (size // 4, size // 5, 3 * size // 4, 4 * size // 5)
-        getattr(draw, shape)(box, fill=fg + (0,))  # the subject, transparent: mask 1 there
-        img.save(input_dir / name)
+            draw.line([(0, y), (size, y)], fill=tuple(int(c * (0.7 + 0.3 * y / size)) for c in bg) + (255,))
+        getattr(draw, shape)((size // 4, size // 6, 3 * size // 4, 5 * size // 6), fill=fg + (255,))
+        return img, draw
+
+    start, draw = picture((70, 110, 160), (235, 200, 160), "ellipse")
+    draw.rectangle((size // 4, size // 2, 3 * size // 4, 5 * size // 6), fill=(60, 60, 60, 0))  # clothes: hidden
+    start.save(input_dir / "framepack_start.png")
+    ref, draw = picture((230, 230, 225), (200, 40, 60), "rectangle")
+    alpha = Image.new("L", (size, size), 0)  # only the outfit is visible
+    ImageDraw.Draw(alpha).rectangle((size // 4, size // 6, 3 * size // 4, 5 * size // 6), fill=255)
+    ref.putalpha(alpha)
+    ref.save(input_dir / "framepack_reference.png")
+    picture((90, 160, 90), (120, 180, 230), "rectangle")[0].save(input_dir / "framepack_background.png")
+    picture((240, 240, 240), (60, 60, 200), "ellipse")[0].save(input_dir / "framepack_character.png")
 
 
 def place_user_images(input_dir: Path, start: str | None, reference: str | None) -> None:

@@ -84,7 +84,7 @@ def oichi() -> dict:
     n1, l1 = _loaders()
     n2, l2 = _encode("start", "framepack_start.png", "Start image", 2, mask=False)
     n3, l3 = _text_and_sampler("The person raises both hands and smiles.", "framepack_oichi")
-    layout = {"key": "layout", "type": "FramePackOneFrameLayout", "col": 4, "widgets": {"preset": "oichi"}}
+    layout = {"key": "layout", "type": "FramePackOneFrameLayout", "col": 4, "widgets": {"preset": "oichi"}, "width": 440}
     note = _note("oichi: one-frame edit of the start image, driven by the prompt.\n"
                  "Preset oichi = musubi-tuner's default layout: start at index 0, zero post at 10, "
                  "target 9 (raise target_index towards ~40 for a bigger change), 2x/4x groups on.\n"
@@ -100,12 +100,12 @@ def kisekaeichi(lora: bool = False) -> dict:
     name = "framepack_kisekaeichi_lora_stack" if lora else "framepack_kisekaeichi"
     n4, l4 = _text_and_sampler("The woman is wearing the outfit from the reference image.", name)
     layout = {"key": "layout", "type": "FramePackOneFrameLayout", "col": 4,
-              "widgets": {"preset": "kisekaeichi"}}
+              "widgets": {"preset": "kisekaeichi"}, "width": 440}
     controls = {"key": "controls", "type": "FramePackControlList", "col": 4}
     text = ("kisekaeichi: the start image wearing the reference image's outfit.\n"
-            "Masks: paint them in ComfyUI's mask editor (right-click a Load Image node > Open in MaskEditor). "
-            "On the start image paint the area to change; on the reference paint the outfit. "
-            "Painted = shown to the model, the rest is hidden.\n"
+            "Masks: paint them in ComfyUI's mask editor (right-click a Load Image node > Open in MaskEditor); "
+            "painted areas are HIDDEN from the model. On the start image paint the clothes to replace; on the "
+            "reference image paint everything except the outfit. No mask = the whole image is shown.\n"
             "Preset kisekaeichi = musubi recipe: target 1, clean latents start @ 0 and reference @ 10, "
             "no post, no 2x/4x. target_index 9-13 changes more.")
     if lora:
@@ -123,7 +123,7 @@ def one_frame_mc() -> dict:
     n2, l2 = _encode("bg", "framepack_background.png", "Background image", 2, mask=False)
     n3, l3 = _encode("char", "framepack_character.png", "Character image", 2, mask=False)
     n4, l4 = _text_and_sampler("The character stands in the scene of the background image.", "framepack_1f_mc")
-    layout = {"key": "layout", "type": "FramePackOneFrameLayout", "col": 4, "widgets": {"preset": "1f-mc"}}
+    layout = {"key": "layout", "type": "FramePackOneFrameLayout", "col": 4, "widgets": {"preset": "1f-mc"}, "width": 440}
     controls = {"key": "controls", "type": "FramePackControlList", "col": 4}
     note = _note("1f-mc: several conditions in one frame (here a background and a character).\n"
                  "Preset 1f-mc = musubi recipe: background (start) @ 0, character @ 1, zero post @ 10, target 9, "

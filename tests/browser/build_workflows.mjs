@@ -42,6 +42,13 @@ try {
         if (o < 0 || i < 0) throw new Error(`bad link ${fromKey}.${out} -> ${toKey}.${input}`);
         if (!from.connect(o, to, i)) throw new Error(`link refused ${fromKey}.${out} -> ${toKey}.${input}`);
       }
+      window._fpColumns = columns;
+      return { nodes: app.graph.nodes.length };
+    }, wf);
+    await page.waitForTimeout(1500); // the layout node's preview fetch (it grows the node); LoadImage previews
+    await page.evaluate(() => {
+      const { app, LiteGraph } = window;
+      const columns = window._fpColumns;
       // lay out: columns left to right, nodes stacked in each
       const gap = 40;
       const title = LiteGraph.NODE_TITLE_HEIGHT;
@@ -57,9 +64,7 @@ try {
         x += width + gap * 2;
       }
       app.graph.setDirtyCanvas(true, true);
-      return { nodes: app.graph.nodes.length };
-    }, wf);
-    await page.waitForTimeout(1500); // the layout node's preview fetch; LoadImage previews
+    });
     await fitAll(page);
     await page.waitForTimeout(500);
     const json = await page.evaluate(() => {

@@ -20,12 +20,15 @@ export async function openComfy(url, { width = 1600, height = 1000 } = {}) {
   const pageErrors = [];
   page.on("pageerror", (e) => pageErrors.push(String(e?.stack || e)));
   page.on("console", (m) => { if (m.type() === "error") pageErrors.push(`console: ${m.text()}`); });
+  // quiet, readable pictures: no minimap, text drawn at every zoom, no first-run dialogs or banner
+  const settings = { "Comfy.Minimap.Visible": false, "LiteGraph.Canvas.MinFontSizeForLOD": 1,
+    "Comfy.TutorialCompleted": true };
+  for (const [id, value] of Object.entries(settings)) {
+    await page.request.post(`${url}/api/settings/${encodeURIComponent(id)}`, { data: value });
+  }
+  await page.addInitScript(() => localStorage.setItem("vueNodesBannerDismissed", "true"));
   await page.goto(url);
   await page.waitForFunction(() => window.app?.graph && window.LiteGraph && window.app.canvas, null, { timeout: 90000 });
-  // the "Nodes 2.0" announcement banner would cover the top of every screenshot
-  await page.evaluate(() => {
-    for (const b of document.querySelectorAll("button")) if (b.getAttribute("aria-label") === "Close") b.click();
-  });
   const close = async () => {
     await context.close();
     fs.rmSync(profile, { recursive: true, force: true });
@@ -63,7 +66,8 @@ export async function nodeClip(page, nodeId) {
 }
 
 // Zoom so that every node fits the window (for workflow pictures).
-export async function fitAll(page, margin = 40) {
+// The canvas lies under the side bar (left) and the menus (top): keep clear of them.
+export async function fitAll(page, margin = 30, left = 80, top = 100) {
   const box = await page.evaluate(() => {
     const nodes = window.app.graph.nodes;
     const title = window.LiteGraph.NODE_TITLE_HEIGHT;
@@ -73,6 +77,6 @@ export async function fitAll(page, margin = 40) {
     return { x0: Math.min(...xs), y0: Math.min(...ys), x1: Math.max(...xs), y1: Math.max(...ys),
       w: rect.width, h: rect.height, left: rect.left, top: rect.top };
   });
-  const scale = Math.min((box.w - 2 * margin) / (box.x1 - box.x0), (box.h - 2 * margin - 60) / (box.y1 - box.y0), 1.2);
-  await focusGraph(page, box.x0, box.y0, scale, margin, margin + 60);
+  const scale = Math.min((box.w - left - 2 * margin) / (box.x1 - box.x0), (box.h - top - 2 * margin) / (box.y1 - box.y0), 1.2);
+  await focusGraph(page, box.x0, box.y0, scale, left + margin, top + margin);
 }
