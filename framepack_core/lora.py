@@ -527,7 +527,11 @@ class AppliedLora:
 def apply_lora(patcher, path: str, strength: float, name: str, node: str = "FramePackLoraLoader",
                input_name: str = "lora_name") -> AppliedLora:
     """Add one LoRA's patches to `patcher` (already cloned by the caller) at `strength`."""
-    lora_sd, metadata = read_lora_file(path)
+    try:
+        lora_sd, metadata = read_lora_file(path)
+    except Exception as e:  # a truncated download, a renamed .ckpt, … — say which input and file
+        raise ValueError(f"{node}: {input_name} '{name}': cannot read the LoRA file ({type(e).__name__}: {e}). "
+                         "Expected a .safetensors LoRA (or a PyTorch state dict).") from e
     patches, report = lora_to_patches(lora_sd, model_weight_shapes(patcher), name=name, metadata=metadata)
     report.strength = strength
     check_family(report, node, input_name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import folder_paths
 from comfy_api.latest import io
@@ -28,6 +29,16 @@ def _apply(model, lora_name: str, strength: float, node: str, input_name: str) -
     return fp_lora.apply_lora(model, path, strength, lora_name, node=node, input_name=input_name)
 
 
+def _file_stamp(lora_name: str):
+    """Re-run when a LoRA file is replaced under the same name (ComfyUI caches by input values)."""
+    path = folder_paths.get_full_path("loras", lora_name) if lora_name not in (None, NONE) else None
+    try:
+        stat = os.stat(path) if path else None
+        return (lora_name, stat.st_mtime_ns, stat.st_size) if stat else (lora_name,)
+    except OSError:
+        return (lora_name,)
+
+
 class FramePackLoraLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -51,6 +62,10 @@ class FramePackLoraLoader(io.ComfyNode):
                 io.String.Output(display_name="info", tooltip=_INFO_TOOLTIP),
             ],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, lora_name=None, **_):
+        return _file_stamp(lora_name)
 
     @classmethod
     def execute(cls, model, lora_name: str, strength: float) -> io.NodeOutput:
@@ -93,6 +108,10 @@ class FramePackLoraStack(io.ComfyNode):
                 io.String.Output(display_name="info", tooltip=_INFO_TOOLTIP),
             ],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, **slots):
+        return tuple(_file_stamp(slots.get(f"lora_name_{i}")) for i in range(1, STACK_SLOTS + 1))
 
     @classmethod
     def execute(cls, model, **slots) -> io.NodeOutput:

@@ -532,3 +532,32 @@ def test_lora_model_and_settings_run_through_the_one_frame_sampler(run_graph, on
     assert torch.isfinite(with_lora).all() and with_lora.shape == base.shape
     assert not torch.allclose(with_lora, base, atol=1e-4)
     assert torch.equal(zero, base)
+
+
+def test_lora_for_full_size_framepack_on_tiny_model_names_the_size_mismatch(run_graph, shapes, lora_dir):
+    sd = {}
+    for m in ("transformer_blocks.0.attn.to_q", "single_transformer_blocks.0.proj_mlp"):
+        rows = 12288 if "proj_mlp" in m else 3072
+        sd[f"{tiny_lora.musubi_name(m)}.lora_down.weight"] = torch.zeros(1, 3072)
+        sd[f"{tiny_lora.musubi_name(m)}.lora_up.weight"] = torch.zeros(rows, 1)
+    tiny_lora.save(lora_dir / "full_size.safetensors", sd)
+    with pytest.raises(GraphError, match=r"Its layer sizes differ from the model's \(lora_unet_\S+ \d+x3072 vs "):
+        run(run_graph, loras=[("full_size.safetensors", 1.0)])
+
+
+def test_unreadable_file_and_replaced_file(run_graph, shapes, lora_dir):
+    (lora_dir / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
+    with pytest.raises(GraphError, match=r"FramePackLoraLoader: lora_name 'broken.safetensors': cannot read the LoRA file"):
+        run(run_graph, loras=[("broken.safetensors", 1.0)])
+    # replacing a file under the same name is picked up (ComfyUI would otherwise reuse its cached output)
+    d1 = make_lora(lora_dir, shapes, "replaced.safetensors", seed=31)
+    base, (first, _, _) = run(run_graph, loras=[("replaced.safetensors", 1.0)])
+    base_w = loaded_weights(base)
+    assert_patched(base_w, loaded_weights(first), d1, 1.0)
+    import os
+    import time as _time
+    _time.sleep(0.01)
+    d2 = make_lora(lora_dir, shapes, "replaced.safetensors", seed=32)
+    os.utime(lora_dir / "replaced.safetensors")
+    _, (second, _, _) = run(run_graph, loras=[("replaced.safetensors", 1.0)])
+    assert_patched(base_w, loaded_weights(second), d2, 1.0)
