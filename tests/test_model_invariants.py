@@ -172,6 +172,14 @@ def test_every_attention_backend_masks_padding(model, monkeypatch, backend):
     assert relative_error(got[1:], run_ours(model, b, mask=False)) < CLOSE
 
 
+def test_rope_compile_branch_equals_eager_branch(model, monkeypatch):
+    """apply_rope has a real-arithmetic form for torch.compile; it must give the eager (complex) numbers."""
+    inp = make_inputs(14)
+    eager = run_ours(model, inp)
+    monkeypatch.setattr(fp_model, "_is_compiling", lambda: True)
+    assert relative_error(run_ours(model, inp), eager) < 1e-6
+
+
 def test_built_only_from_comfy_operations():
     """Every layer with weights is a ComfyUI op, so ComfyUI can cast / stream / patch all of them."""
     m = FramePackTransformer(infer_config({k: v.shape for k, v in tiny_framepack.reference_state_dict().items()}),

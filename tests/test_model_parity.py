@@ -152,3 +152,24 @@ def test_forward_reads_every_weight(models):
     finally:
         ours.load_state_dict(state)
     assert not unused, unused
+
+
+@pytest.mark.parametrize("fmt", ["single_file", "prefixed_single_file", "diffusers_folder"])
+def test_loaded_through_load_framepack_matches_diffusers(models, tmp_path, fmt):
+    """The same weights written as the files users have and read by the pack's loader
+    (`framepack_core.loader.load_framepack`, what the FramePackModelLoader node calls)."""
+    from framepack_oneframe.framepack_core.loader import load_framepack
+
+    reference, _ = models
+    if fmt == "diffusers_folder":
+        path = tiny_framepack.save_diffusers_folder(tmp_path / "FramePackI2V_HY", seed=0)
+    else:
+        prefix = "model.diffusion_model." if fmt == "prefixed_single_file" else ""
+        path = tiny_framepack.save_single_file(tmp_path / "tiny.safetensors", seed=0, prefix=prefix)
+    patcher = load_framepack(str(path), "default")
+    ours = patcher.model.diffusion_model
+    assert isinstance(ours, FramePackTransformer)
+    for inp in (make_inputs(21, height=10, width=14, counts=(2, 3, 5)), make_inputs(22, batch=2, text_lengths=(6, 3))):
+        inp = {k: v.to(ours.dtype) if torch.is_tensor(v) and v.is_floating_point() and k not in ("timestep", "guidance")
+               else v for k, v in inp.items()}
+        assert relative_error(run_ours(ours, inp), run_reference(reference, inp)) < TOLERANCE
