@@ -738,6 +738,19 @@ def check_controls(controls: Sequence[Control], node: str = NODE) -> int:
     return b
 
 
+def as_layout_list(layout) -> list[OneFrameLayout]:
+    """A layout, a sweep or a sequence of layouts -> list of layouts.
+
+    Duck-typed on purpose: ComfyUI may load this package under a second module name, whose
+    classes are not the ones a caller imported.
+    """
+    if hasattr(layout, "layouts"):
+        return list(layout.layouts)
+    if hasattr(layout, "clean") and hasattr(layout, "target_index"):
+        return [layout]
+    return list(layout)
+
+
 def layout_model_inputs(layout: OneFrameLayout | LayoutSweep | Sequence[OneFrameLayout],
                         controls: Sequence[Control], batch: int, rows: Sequence[int] | None = None,
                         device=None, dtype: torch.dtype = torch.float32) -> dict:
@@ -749,12 +762,7 @@ def layout_model_inputs(layout: OneFrameLayout | LayoutSweep | Sequence[OneFrame
     Returns latent_indices, clean_latents, clean_latent_indices, clean_latents_2x,
     clean_latent_2x_indices, clean_latents_4x, clean_latent_4x_indices and image_embeds.
     """
-    if isinstance(layout, LayoutSweep):
-        layouts = list(layout.layouts)
-    elif isinstance(layout, OneFrameLayout):
-        layouts = [layout]
-    else:
-        layouts = list(layout)
+    layouts = as_layout_list(layout)
     per_sample = len(layouts) > 1
     if per_sample and len(layouts) != batch:
         raise ValueError(f"{len(layouts)} layouts for a batch of {batch}")

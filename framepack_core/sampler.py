@@ -41,11 +41,13 @@ LATENT_CHANNELS = 16
 # ------------------------------------------------------------------------------------------------
 
 
-def initial_noise(seed: int, batch: int, latent_h: int, latent_w: int) -> torch.Tensor:
-    """(batch, 16, 1, h, w) float32 on the CPU; sample j drawn alone from a CPU generator seeded seed + j."""
+def initial_noise(seed: int, batch: int, latent_h: int, latent_w: int,
+                  seeds: Sequence[int] | None = None) -> torch.Tensor:
+    """(batch, 16, 1, h, w) float32 on the CPU; sample j drawn alone from a CPU generator seeded
+    seed + j (or seeds[j] when given)."""
     samples = []
     for j in range(batch):
-        g = torch.Generator("cpu").manual_seed(int(seed) + j)
+        g = torch.Generator("cpu").manual_seed(int(seed) + j if seeds is None else int(seeds[j]))
         samples.append(torch.randn((1, LATENT_CHANNELS, 1, latent_h, latent_w), generator=g, dtype=torch.float32))
     return torch.cat(samples, dim=0)
 
@@ -246,13 +248,14 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
     """Denoise one frame per sample; returns x0 (B, 16, 1, h, w) float32 in model space (scaled).
 
     `layout` is a OneFrameLayout (every sample shares it) or a LayoutSweep (one layout per value;
-    each value gets `batch_size` samples). Samples are ordered value-major, then start image, then
-    seed: sample j uses seed + j. `callback(step, x0, x, total_steps)` is ComfyUI's preview callback.
+    each value gets `batch_size` samples per start image). Samples are ordered value-major, then
+    start image, then seed: within one value, sample j uses seed + j, and every value repeats the
+    same seeds (so a sweep compares the values on the same noise). `callback(step, x0, x, total_steps)` is ComfyUI's preview callback.
     Every input is checked before the model is loaded.
     """
     import comfy.model_management as mm
 
-    from .layout import LayoutSweep, check_controls, layout_model_inputs
+    from .layout import as_layout_list, check_controls, layout_model_inputs
 
     if solver not in SOLVERS:
         raise ValueError(f"{NODE}: input 'solver' is {solver!r}; allowed: {', '.join(SOLVERS)}")
@@ -260,7 +263,7 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
         raise ValueError(f"{NODE}: input 'steps' is {steps}; allowed 1..")
     check_framepack_model(model_patcher)
     start_batch = check_controls(controls, NODE)
-    layouts = list(layout.layouts) if isinstance(layout, LayoutSweep) else [layout]
+    layouts = as_layout_list(layout)
     per = start_batch * batch_size
     total = len(layouts) * per
     per_sample_layouts = [layouts[j // per] for j in range(total)]
@@ -270,7 +273,8 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
     neg = text_inputs(negative, "negative", total) if cfg != 1.0 else None
 
     sigmas = sigma_schedule(steps, shift, h, w)
-    noise = initial_noise(seed, total, h, w)
+    # every sweep value sees the same noise: seeds seed .. seed + per - 1 repeat per value
+    noise = initial_noise(seed, total, h, w, seeds=[seed + (j % per) for j in range(total)])
 
     mm.load_models_gpu([model_patcher])
     device = model_patcher.load_device

@@ -1,2 +1,75 @@
-"""Placeholder: filled in by its issue."""
-NODES = []
+"""FramePackOneFrameSampler: one denoised frame per sample, as a LATENT that VAEDecode turns into the image."""
+from __future__ import annotations
+
+import comfy.latent_formats
+import latent_preview
+from comfy_api.latest import io
+
+from ..framepack_core import sampler as fp_sampler
+from ..framepack_core.layout import LayoutSweep, OneFrameLayout
+
+Layout = io.Custom("FRAMEPACK_LAYOUT")
+
+
+class FramePackOneFrameSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FramePackOneFrameSampler",
+            display_name="FramePack One-Frame Sampler",
+            category="FramePack",
+            description=(
+                "Generates one frame with FramePack at the layout's target index: FramePack's own sampler "
+                "(flow-matching UniPC, distilled guidance, optional real CFG). Sample j of the batch uses seed + j, "
+                "so seed N gives the same image as musubi-tuner with seed N."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The FramePack model (FramePackModelLoader, optionally with LoRAs)."),
+                io.Conditioning.Input("positive", tooltip="The prompt: CLIPTextEncode with a DualCLIPLoader of type "
+                                      "hunyuan_video (llava_llama3 + clip_l)."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt; only used when cfg is not 1."),
+                Layout.Input("layout", tooltip="From FramePackOneFrameLayout (or FramePackLayoutSweep)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed; sample j of the batch uses seed + j (CPU generator, as "
+                             "musubi-tuner and FramePack)."),
+                io.Int.Input("steps", default=25, min=1, max=200, tooltip="Sampling steps (model evaluations)."),
+                io.Float.Input("distilled_guidance", default=10.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="FramePack's embedded (distilled) guidance scale; 10 is FramePack's default."),
+                io.Float.Input("cfg", default=1.0, min=1.0, max=100.0, step=0.1,
+                               tooltip="Real classifier-free guidance; 1 = off (no negative pass, twice as fast)."),
+                io.Float.Input("guidance_rescale", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="With cfg > 1: rescale the guided prediction toward the positive's standard "
+                               "deviation (0 = off)."),
+                io.Float.Input("shift", default=0.0, min=0.0, max=100.0, step=0.01,
+                               tooltip="Sigma schedule shift; 0 = automatic from the resolution (640x640 -> ~2.07)."),
+                io.Combo.Input("solver", options=list(fp_sampler.SOLVERS), default="unipc_bh1",
+                               tooltip="Flow-matching UniPC variant: bh1 (FramePack's default) or bh2."),
+                io.Int.Input("batch_size", default=1, min=1, max=64,
+                             tooltip="Seeds per start image in one pass (seed, seed+1, ...)."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The generated frame(s) (B, 16, 1, h, w); decode with VAE Decode and "
+                                      "the HunyuanVideo VAE.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, layout, seed, steps, distilled_guidance, cfg, guidance_rescale,
+                shift, solver, batch_size) -> io.NodeOutput:
+        node = "FramePackOneFrameSampler"
+        if not isinstance(layout, (OneFrameLayout, LayoutSweep)) or not layout_controls(layout):
+            raise ValueError(f"{node}: input 'layout' must come from FramePackOneFrameLayout or FramePackLayoutSweep")
+        fp_sampler.check_framepack_model(model, node)
+        callback = latent_preview.prepare_callback(model, steps)
+        x0 = fp_sampler.sample_one_frame(model, positive, negative, layout, layout_controls(layout), seed, steps,
+                                         distilled_guidance, cfg, guidance_rescale, shift, solver, batch_size,
+                                         callback=callback)
+        samples = comfy.latent_formats.HunyuanVideo().process_out(x0).cpu()
+        return io.NodeOutput({"samples": samples})
+
+
+def layout_controls(layout):
+    if isinstance(layout, LayoutSweep):
+        return layout.controls or (layout.layouts[0].controls if layout.layouts else None)
+    return layout.controls
+
+
+NODES = [FramePackOneFrameSampler]
