@@ -201,16 +201,16 @@ def build_target_table(shapes: dict[str, torch.Size]) -> dict[str, Target]:
 
 
 def find_target(module: str, table: dict[str, Target]) -> Target | None:
-    n = _norm(module)
-    while True:
-        if n in table:
-            return table[n]
-        for p in _PREFIXES:
-            if n.startswith(p) and len(n) > len(p):
-                n = n[len(p):]
-                break
-        else:
+    """The Target of a LoRA module name: as is, else with trainer prefixes stripped (shortest first)."""
+    frontier = [_norm(module)]
+    for _ in range(4):  # at most a few stacked prefixes, e.g. "base_model.model.transformer."
+        for n in frontier:
+            if n in table:
+                return table[n]
+        frontier = [n[len(p):] for n in frontier for p in _PREFIXES if n.startswith(p) and len(n) > len(p)]
+        if not frontier:
             return None
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -561,3 +561,27 @@ def test_unreadable_file_and_replaced_file(run_graph, shapes, lora_dir):
     os.utime(lora_dir / "replaced.safetensors")
     _, (second, _, _) = run(run_graph, loras=[("replaced.safetensors", 1.0)])
     assert_patched(base_w, loaded_weights(second), d2, 1.0)
+
+
+@pytest.mark.parametrize("lora_module, model_weight", [
+    ("lora_unet_transformer_blocks_0_attn_to_out_0", "transformer_blocks.0.attn.to_out.0"),
+    ("lora_transformer_blocks_0_attn_to_q", "transformer_blocks.0.attn.to_q"),
+    ("lora_transformer_transformer_blocks_0_attn_add_k_proj", "transformer_blocks.0.attn.add_k_proj"),
+    ("lycoris_single_transformer_blocks_0_proj_out", "single_transformer_blocks.0.proj_out"),
+    ("base_model.model.transformer_blocks.0.ff_context.net.2", "transformer_blocks.0.ff_context.net.2"),
+    ("model.diffusion_model.single_transformer_blocks.0.proj_mlp", "single_transformer_blocks.0.proj_mlp"),
+    ("diffusion_model.single.transformer.blocks.0.attn.to.v", "single_transformer_blocks.0.attn.to_v"),
+    ("transformer.double_blocks.0.txt_attn_proj", "transformer_blocks.0.attn.to_add_out"),
+    ("diffusion_model.double_blocks.0.img_mlp.2", "transformer_blocks.0.ff.net.2"),
+    ("double_blocks.0.txt_mod.lin", "transformer_blocks.0.norm1_context.linear"),
+    ("lora_unet_single_blocks_0_modulation_linear", "single_transformer_blocks.0.norm.linear"),
+    ("blocks.0.self_attn.q", None),
+    ("lora_unet_transformer_blocks_1_attn_to_q", None),  # the tiny model has one dual block
+])
+def test_module_names_from_every_trainer_find_their_weight(shapes, lora_module, model_weight):
+    table = fp_lora.build_target_table({P + k: v for k, v in shapes.items()})
+    target = fp_lora.find_target(lora_module, table)
+    if model_weight is None:
+        assert target is None
+    else:
+        assert target is not None and target.parts == ((P + model_weight + ".weight", 0, -1),)
