@@ -718,19 +718,19 @@ def describe_header(metadata: dict[str, str], datasets: list[dict], found: list[
 
 
 def merge_settings(entries: list[tuple[str, dict]]) -> tuple[dict, list[str]]:
-    """First LoRA that has settings wins; later differing values are reported as conflicts."""
-    merged: dict = {}
-    source: dict[str, str] = {}
+    """Settings of a stack: the layout keys of the first LoRA that records any (a layout is one
+    LoRA's recipe, never a mix), the resolution of that LoRA or else of the first that has one.
+    Later LoRAs with different values are reported as conflicts."""
+    layout_keys = [k for k in SETTINGS_KEYS if k != "resolution"]
     warnings: list[str] = []
-    first = next(((n, s) for n, s in entries if s), None)
-    if first is None:
-        return {}, []
-    merged = dict(first[1])
-    source = {k: first[0] for k in merged}
+    chosen = next(((n, s) for n, s in entries if any(k in s for k in layout_keys)), None)
+    merged = {k: v for k, v in chosen[1].items() if k in layout_keys} if chosen else {}
+    source = {k: chosen[0] for k in merged} if chosen else {}
+    with_res = next(((n, s) for n, s in ([chosen] if chosen else []) + entries if "resolution" in s), None)
+    if with_res:
+        merged["resolution"], source["resolution"] = with_res[1]["resolution"], with_res[0]
     for name, settings in entries:
-        if name == first[0] and settings is first[1]:
-            continue
         for k, v in settings.items():
-            if k in merged and merged[k] != v:
+            if k in merged and source[k] != name and merged[k] != v:
                 warnings.append(f"{name} says {k}={v!r} but {source[k]} says {merged[k]!r}; using {source[k]}'s")
     return merged, warnings

@@ -99,8 +99,8 @@ class FramePackLoraStack(io.ComfyNode):
             display_name="FramePack LoRA Stack",
             category="FramePack",
             description=f"Applies up to {STACK_SLOTS} LoRAs to a FramePack model, each with its own strength and "
-                        "on/off switch. LoRAs add up; the settings output comes from the first enabled LoRA whose "
-                        "header records any.",
+                        "on/off switch. LoRAs add up; the settings output is the one-frame recipe of the first enabled "
+                        "LoRA whose header records one (never a mix of several LoRAs' recipes).",
             inputs=_stack_inputs(),
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="The model with the enabled LoRAs added."),

@@ -390,11 +390,17 @@ def test_stack_merges_settings_first_wins_and_warns(run_graph, shapes, lora_dir)
         sd = tiny_lora.write_lora(factors, "lora", 2.0)
         tiny_lora.save(lora_dir / name, sd, tiny_lora.musubi_header(sd, training_comment=text))
     make_lora(lora_dir, shapes, "set_none.safetensors", seed=15)
+    factors = tiny_lora.lora_factors(shapes, tiny_lora.target_modules(shapes)[:2], 2, 16, "lora")
+    sd = tiny_lora.write_lora(factors, "lora", 2.0)  # a style LoRA: musubi header, resolution only
+    tiny_lora.save(lora_dir / "set_style.safetensors", sd, tiny_lora.musubi_header(sd, resolution=(512, 768)))
     _, (_, settings, info) = run(run_graph, stack=[("set_none.safetensors", 1.0, True),
+                                                   ("set_style.safetensors", 1.0, True),
                                                    ("set_k.safetensors", 1.0, True),
                                                    ("set_m.safetensors", 1.0, True)])
-    assert settings["target_index"] == 1 and settings["clean_indices"] == [0, 10] and settings["no_post"] is True
+    assert settings == {"target_index": 1, "clean_indices": [0, 10], "no_post": True, "no_2x": True, "no_4x": True,
+                        "resolution": [960, 544]}  # kisekaeichi's recipe and its own resolution
     assert "WARNING settings conflict: set_m.safetensors says target_index=9" in info
+    assert "set_style.safetensors says resolution=[512, 768]" in info
 
 
 # --------------------------------------------------------------------------------------------
