@@ -99,10 +99,11 @@ def fit_controls(controls: list[Control], node: str) -> tuple[tuple[Control, ...
     b = start.batch
     warnings = []
     out = [start]
-    for i, c in enumerate(controls[1:], 1):
+    for i, c in enumerate(controls[1:], 1):  # every check before any re-encoding
         if c.batch not in (1, b):
             raise ValueError(f"{node}: input 'controls': control {i} has a batch of {c.batch} images but the start "
                              f"has {b}; use one image or as many as the start")
+    for i, c in enumerate(controls[1:], 1):
         if c.latent_hw != start.latent_hw:
             if start.pixels is not None:
                 H, W = start.pixels.shape[1], start.pixels.shape[2]

@@ -254,6 +254,7 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
     Every input is checked before the model is loaded.
     """
     import comfy.model_management as mm
+    import comfy.patcher_extension
 
     from .layout import as_layout_list, check_controls, layout_model_inputs
 
@@ -276,15 +277,24 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
     # every sweep value sees the same noise: seeds seed .. seed + per - 1 repeat per value
     noise = initial_noise(seed, total, h, w, seeds=[seed + (j % per) for j in range(total)])
 
-    mm.load_models_gpu([model_patcher])
-    device = model_patcher.load_device
     base = model_patcher.model
+    # Same budget ComfyUI's own samplers ask for: room for the cond+uncond batch, at least the cond one.
+    passes = 1 if neg is None else 2
+    mm.load_models_gpu([model_patcher],
+                       memory_required=base.memory_required([total * passes, LATENT_CHANNELS, 1, h, w]),
+                       minimum_memory_required=base.memory_required([total, LATENT_CHANNELS, 1, h, w]))
+    device = model_patcher.load_device
     dtype = base.manual_cast_dtype if getattr(base, "manual_cast_dtype", None) is not None else base.get_dtype()
 
     extra = layout_model_inputs(per_sample_layouts if len(layouts) > 1 else layouts[0], controls, total, rows=rows,
                                 device=device, dtype=torch.float32)
     extra["guidance"] = torch.full((total,), float(distilled_guidance) * 1000.0, device=device, dtype=torch.float32)
+    # The patcher's wrappers and callbacks reach apply_model as they do in ComfyUI's samplers.
     transformer_options = dict(model_patcher.model_options.get("transformer_options", {}))
+    for key in ("wrappers", "callbacks"):
+        merged = comfy.patcher_extension.merge_nested_dicts({}, transformer_options.get(key, {}))
+        transformer_options[key] = comfy.patcher_extension.merge_nested_dicts(
+            merged, getattr(model_patcher, key, {}) or {})
 
     def call(x, sigma_vec, text):
         return base.apply_model(x.to(dtype), sigma_vec, c_crossattn=text["context"].to(device),

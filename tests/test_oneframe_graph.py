@@ -245,3 +245,53 @@ def test_not_a_framepack_model_and_empty_conditioning():
         text_inputs([], "positive", 1)
     with pytest.raises(ValueError, match="no pooled_output"):
         text_inputs([[torch.zeros(1, 3, 8), {}]], "positive", 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress, previews, interrupt
+# ------------------------------------------------------------------------------------------------
+
+
+def test_progress_bar_and_previews(run_graph, fp_models, images):
+    import comfy.utils
+    from comfy.cli_args import LatentPreviewMethod, args
+
+    calls = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append(
+        (value, total, preview)))
+    old_method = args.preview_method
+    args.preview_method = LatentPreviewMethod.Latent2RGB  # what --preview-method latent2rgb sets
+    try:
+        latent(run_graph, graph(fp_models, steps=4, seed=11))
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        args.preview_method = old_method
+    steps = [(v, t) for v, t, _ in calls if t == 4]
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    previews = [p for _, t, p in calls if t == 4]
+    assert all(p is not None for p in previews)
+    fmt, img, _ = previews[-1]
+    assert fmt == "JPEG" and img.size == (RES // 8, RES // 8)  # latent2rgb: one pixel per latent pixel
+
+
+def test_interrupt_stops_sampling_and_next_run_works(run_graph, fp_models, images):
+    import comfy.model_management
+    import comfy.utils
+
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        seen.append(value)
+        if value == 2:
+            comfy.model_management.interrupt_current_processing(True)
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(GraphError):
+            run_graph(graph(fp_models, steps=20, seed=12))
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        comfy.model_management.interrupt_current_processing(False)
+    assert max(seen) == 2  # stopped at the next step, not after all 20
+    assert any(m[0] == "execution_interrupted" for m in run_graph.executor.status_messages)
+    assert latent(run_graph, graph(fp_models, steps=2, seed=12)).shape == (1, 16, 1, 16, 16)
