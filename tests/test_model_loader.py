@@ -241,13 +241,19 @@ def _reference_velocity(sd: dict[str, torch.Tensor], inp) -> torch.Tensor:
         )[0]
 
 
-@pytest.mark.parametrize("file_dtype,weight_dtype", [("fp32", "default"), ("bf16", "default"), ("bf16", "fp8_e4m3fn")])
+@pytest.mark.parametrize("file_dtype,weight_dtype", [
+    ("fp32", "default"), ("bf16", "default"), ("bf16", "fp8_e4m3fn"),
+    ("mixed", "default"),  # fp32 weights with bf16 biases and norms: manual cast at the weights' own dtype
+])
 def test_loaded_model_runs_through_model_management_and_matches_diffusers(
-        run_graph, unet_dir, file_dtype, weight_dtype):
+        run_graph, unet_dir, reference_sd, file_dtype, weight_dtype):
     import comfy.model_management
 
     name = _unique(f"fp-parity-{file_dtype}") + ".safetensors"
-    tiny.save_single_file(unet_dir / name, SEED, dtype=DTYPES[file_dtype])
+    if file_dtype == "mixed":
+        save_file({k: v.to(torch.bfloat16) if v.ndim < 2 else v for k, v in reference_sd.items()}, str(unet_dir / name))
+    else:
+        tiny.save_single_file(unet_dir / name, SEED, dtype=DTYPES[file_dtype])
     patcher = _run_loader(run_graph, name, weight_dtype)
     comfy.model_management.load_models_gpu([patcher])
     assert any(m.model is patcher for m in comfy.model_management.current_loaded_models)
