@@ -424,8 +424,11 @@ def _read_tensor(handle, record: TensorRecord, dtype: torch.dtype, scale: torch.
     if tensor.dtype == dtype:
         return tensor
     if dtype in FP8_DTYPES:
-        limit = torch.finfo(dtype).max  # fp8 has no inf: clamp instead of turning outliers into NaN
-        tensor = tensor.to(torch.float32 if tensor.element_size() < 4 else tensor.dtype).clamp_(-limit, limit)
+        # fp8 has no inf: clamp to its range instead of turning outliers into NaN.
+        if tensor.dtype in FP8_DTYPES:
+            tensor = tensor.to(torch.bfloat16)
+        limit = torch.finfo(dtype).max
+        tensor = tensor.clamp(-limit, limit)
     return tensor.to(dtype)
 
 

@@ -172,6 +172,16 @@ def test_bf16_cast_to_fp8_keeps_norms_and_biases_bf16(run_graph, unet_dir, refer
     assert patcher.model.manual_cast_dtype in (torch.bfloat16, torch.float32)
 
 
+def test_fp8_cast_saturates_instead_of_nan(run_graph, unet_dir, reference_sd):
+    sd = {k: v.to(torch.bfloat16) for k, v in reference_sd.items()}
+    sd["proj_out.weight"][0, :2] = torch.tensor([1000.0, -1e5])
+    name = _unique("fp-outliers") + ".safetensors"
+    save_file(sd, str(unet_dir / name))
+    w = _model_sd(_run_loader(run_graph, name, "fp8_e4m3fn"))["proj_out.weight"].float()
+    assert w[0, :2].tolist() == [448.0, -448.0]
+    assert torch.isfinite(w).all()
+
+
 @pytest.mark.parametrize("weight_dtype", ["bf16", "fp16", "fp32"])
 def test_weight_dtype_casts_every_tensor(run_graph, unet_dir, reference_sd, weight_dtype):
     name = _unique("fp-fp32-cast") + ".safetensors"
