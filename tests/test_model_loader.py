@@ -522,9 +522,9 @@ def _big_checkpoint(path: Path, dtype: torch.dtype, mbytes: int) -> Path:
     ("fp32", "bf16", 1.75),     # cast: the mapped fp32 pages (1x) + the bf16 copies (0.5x)
 ])
 def test_peak_host_memory_is_one_copy_of_the_weights(tmp_path, file_dtype, weight_dtype, budget):
-    path = _big_checkpoint(tmp_path / "big.safetensors", DTYPES[file_dtype], 240)
+    path = _big_checkpoint(tmp_path / "big.safetensors", DTYPES[file_dtype], 180)
     size = path.stat().st_size
-    assert size > 200e6
+    assert size > 150e6
     out = subprocess.run(
         [sys.executable, "-c", _RSS_SCRIPT, str(BASE_DIR), str(COMFY_DIR), str(path), weight_dtype],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=""))
