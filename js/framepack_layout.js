@@ -214,7 +214,7 @@ function drawLayout(ctx, node, width, y0, state) {
     }
     ctx.textAlign = "left";
     ctx.fillStyle = COLORS.dim;
-    ctx.fillText("T noisy target  S start  C# control  P zero post  white edge = masked  shaded = window",
+    ctx.fillText("T noisy target  S start  C# control  P zero post  white edge: mask applies  shaded: window",
       pad, axisY + 26, width - 2 * pad);
   }
   ctx.textAlign = "left";

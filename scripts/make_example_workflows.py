@@ -11,6 +11,7 @@ and the LoadImage nodes show a picture). Only ComfyUI's own nodes and this pack'
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,11 +24,12 @@ from comfy_server import REPO_ROOT, ComfyServer, prepare_base_dir  # noqa: E402
 from demo import make_demo_images  # noqa: E402
 
 OUT = REPO_ROOT / "example_workflows"
+DOCS = REPO_ROOT / "docs" / "images"
 BROWSER = REPO_ROOT / "tests" / "browser"
 THUMB_WIDTH = 640
 
 NEGATIVE = ""
-SAMPLER = {"steps": 25, "distilled_guidance": 10.0, "cfg": 1.0, "seed": 42}
+SAMPLER = {"steps": 25, "distilled_guidance": 10.0, "cfg": 1.0, "seed": 42, "control_after_generate": "fixed"}
 
 
 def _loaders(lora: bool = False) -> tuple[list, list]:
@@ -160,6 +162,11 @@ def main() -> int:
             img = img.resize((THUMB_WIDTH, round(img.height * THUMB_WIDTH / img.width)), Image.LANCZOS)
             img.save(OUT / f"{name}.jpg", quality=88)
             print(f"wrote {OUT / name}.json and .jpg")
+        # the README's pictures: the kisekaeichi workflow and a close-up of its layout node
+        DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(base / "out" / "framepack_kisekaeichi.png", DOCS / "framepack_kisekaeichi.png")
+        shutil.copyfile(base / "out" / "framepack_kisekaeichi-layout.png", DOCS / "kisekaeichi_layout_node.png")
+        print(f"wrote {DOCS}/framepack_kisekaeichi.png and kisekaeichi_layout_node.png")
     return 0
 
 

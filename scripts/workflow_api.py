@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 
 _WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# Front-end-only nodes: they hold text for people and never reach the server.
+_FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 
 def _is_widget(spec) -> bool:
@@ -34,8 +36,10 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     links = {link[0]: link for link in workflow.get("links", [])}
     prompt = {}
     for node in workflow["nodes"]:
-        if node.get("mode", 0) == 2:  # muted: not executed
+        if node.get("mode", 0) == 2 or node["type"] in ("Note", "MarkdownNote"):  # muted / a note: not executed
             continue
+        if node["type"] in _FRONTEND_ONLY:
+            raise ValueError(f"node {node['id']}: {node['type']} nodes are not supported by this small converter")
         if node.get("mode", 0) == 4:
             raise ValueError(f"node {node['id']} ({node['type']}) is bypassed; bypass is not supported here")
         info = object_info.get(node["type"])

@@ -20,6 +20,14 @@ const started = Date.now();
 const { page, pageErrors, close } = await openComfy(url);
 const results = { pack: PACK, templates: null, workflows: {}, pageErrors };
 
+// Top of the drawing in a node screenshot (CSS px at zoom 1): title bar + the preview widget's y.
+async function drawingTop(nodeId) {
+  return page.evaluate((id) => {
+    const w = window.app.graph.getNodeById(id).widgets.find((w) => w.name === "framepack_layout_preview");
+    return window.LiteGraph.NODE_TITLE_HEIGHT + (w.y ?? w.last_y);
+  }, nodeId);
+}
+
 async function waitLayout(nodeId, predicate, timeout = 15000) {
   await page.waitForFunction(([id, predicate]) => {
     const s = window.app.graph.getNodeById(id)?.framepackLayout;
@@ -86,7 +94,8 @@ try {
         w.callback?.(v);
       }, [id, change, node.widgets[change]]);
       await waitLayout(id, `(s) => s.request && s.request.widgets[${JSON.stringify(change)}] === ${JSON.stringify(node.widgets[change])}`);
-      r.layouts.push({ id, widgets: node.widgets, change, newValue, before, after, shotBefore, shotAfter });
+      const drawTop = await drawingTop(id);
+      r.layouts.push({ id, widgets: node.widgets, change, newValue, before, after, shotBefore, shotAfter, drawTop });
     }
     await fitAll(page);
     await page.waitForTimeout(300);

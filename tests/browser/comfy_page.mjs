@@ -18,7 +18,7 @@ export async function openComfy(url, { width = 1600, height = 1000 } = {}) {
   });
   const page = context.pages()[0] ?? (await context.newPage());
   const pageErrors = [];
-  page.on("pageerror", (e) => pageErrors.push(String(e?.stack || e)));
+  page.on("pageerror", (e) => pageErrors.push(`pageerror: ${e?.stack || e}`));
   page.on("console", (m) => { if (m.type() === "error") pageErrors.push(`console: ${m.text()}`); });
   // quiet, readable pictures: no minimap, text drawn at every zoom, no first-run dialogs or banner
   const settings = { "Comfy.Minimap.Visible": false, "LiteGraph.Canvas.MinFontSizeForLOD": 1,
@@ -28,12 +28,22 @@ export async function openComfy(url, { width = 1600, height = 1000 } = {}) {
   }
   await page.addInitScript(() => localStorage.setItem("vueNodesBannerDismissed", "true"));
   await page.goto(url);
-  await page.waitForFunction(() => window.app?.graph && window.LiteGraph && window.app.canvas, null, { timeout: 90000 });
+  await waitForApp(page);
   const close = async () => {
     await context.close();
     fs.rmSync(profile, { recursive: true, force: true });
   };
   return { page, pageErrors, close };
+}
+
+export async function waitForApp(page) {
+  await page.waitForFunction(() => window.app?.graph && window.LiteGraph && window.app.canvas, null, { timeout: 90000 });
+}
+
+// A fresh page (no image previews or state left from the previous graph).
+export async function reload(page) {
+  await page.reload();
+  await waitForApp(page);
 }
 
 // Put graph point (x, y) at screen offset (left, top) at the given zoom, and let the canvas redraw.

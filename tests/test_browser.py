@@ -1,0 +1,198 @@
+"""The users' side in a real browser: example workflows, the live layout drawing, and running them.
+
+A real ComfyUI server (the `comfy_server` fixture) with the pack, random-weight model files under
+the standard names (scripts/random_models.py: real-size HunyuanVideo VAE, SigLIP, CLIP-L; a tiny
+FramePack and LoRA) and synthetic input pictures; Debian's headless Chromium driven by
+playwright-core (tests/browser/check_workflows.mjs) loads every example workflow from the
+template list, checks the layout drawing, and converts each workflow with the frontend's own
+graphToPrompt(); then each converted workflow is queued over HTTP and must produce an image.
+
+Screenshots go to $FRAMEPACK_BROWSER_SHOTS or a fresh temp folder (printed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BROWSER_DIR = REPO / "tests" / "browser"
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+EXAMPLES = ("framepack_oichi", "framepack_kisekaeichi", "framepack_1f_mc", "framepack_kisekaeichi_lora_stack")
+# FramePackEncodeImage's bucket resolution for the CPU runs (its minimum): the real-size VAE takes ~10 s per
+# 320x320 frame on 2 CPU cores; the layout/sampler code is the same at any size.
+CPU_RESOLUTION = 128
+
+sys.path.insert(0, str(REPO / "scripts"))
+import random_models  # noqa: E402
+from demo import make_demo_images  # noqa: E402
+from workflow_api import swap_text_encoder, ui_to_api  # noqa: E402
+
+
+def _browser_missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} missing (Debian's chromium; scripts/setup.sh installs it as root)"
+    if shutil.which("node") is None:
+        return "node missing"
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        return "tests/browser/node_modules missing (scripts/setup.sh runs npm install there)"
+    return None
+
+
+needs_browser = pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+
+
+@pytest.fixture(scope="module")
+def served(comfy_server, models_dir, comfy_base_dir):
+    """The server with random-weight models and the example input pictures in place."""
+    random_models.install(models_dir)
+    make_demo_images(comfy_base_dir / "input")
+    return comfy_server
+
+
+@pytest.fixture(scope="module")
+def shots_dir() -> Path:
+    path = Path(os.environ.get("FRAMEPACK_BROWSER_SHOTS") or tempfile.mkdtemp(prefix="fp1f-browser-shots-"))
+    path.mkdir(parents=True, exist_ok=True)
+    print(f"\nbrowser screenshots: {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser_results(served, shots_dir):
+    t0 = time.time()
+    proc = subprocess.run(["node", str(BROWSER_DIR / "check_workflows.mjs"), served.url, str(shots_dir)],
+                          cwd=BROWSER_DIR, capture_output=True, text=True, timeout=600)
+    results_path = shots_dir / "results.json"
+    assert results_path.exists(), f"browser script wrote no results (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    results = json.loads(results_path.read_text())
+    print(f"browser part: {time.time() - t0:.1f}s")
+    assert not results.get("fatal"), results["fatal"] + "\n" + "\n".join(results.get("pageErrors", []))
+    return results
+
+
+def _layout_from_widgets(widgets: dict, num_controls: int) -> dict:
+    from framepack_oneframe.framepack_core.layout import layout_from_widgets
+
+    return layout_from_widgets(widgets, num_controls).to_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# the preview route (no browser needed)
+# --------------------------------------------------------------------------------------------
+
+
+def test_layout_preview_route_answers_the_python_layout(comfy_server):
+    for widgets, n in (({"preset": "kisekaeichi"}, 2), ({"preset": "oichi", "target_index": 20}, 1),
+                       ({"preset": "1f-mc", "use_clean_latents_2x": "on"}, 2)):
+        got = comfy_server.post("/framepack/layout_preview", {"widgets": widgets, "num_controls": n})
+        assert got == json.loads(json.dumps(_layout_from_widgets(widgets, n)))
+    kis = comfy_server.post("/framepack/layout_preview", {"widgets": {"preset": "kisekaeichi"}, "num_controls": 2})
+    assert kis["target_index"] == 1 and [c["index"] for c in kis["clean"]] == [0, 10]
+
+
+def test_layout_preview_route_errors_are_json(comfy_server):
+    # the fixture's post() raises conftest.GraphError (an AssertionError) carrying the JSON body
+    with pytest.raises(AssertionError) as e:
+        comfy_server.post("/framepack/layout_preview", {"widgets": {"preset": "oichi", "target_index": 999},
+                                                        "num_controls": 1})
+    assert "HTTP 400" in str(e.value) and "target_index" in e.value.details["error"]
+    with pytest.raises(AssertionError) as e:
+        comfy_server.post("/framepack/layout_preview", {"widgets": {"preset": "no such preset"}, "num_controls": 1})
+    assert "preset" in e.value.details["error"]
+
+
+# --------------------------------------------------------------------------------------------
+# the browser
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@needs_browser
+def test_every_example_loads_from_the_template_list(browser_results):
+    listed = set(browser_results["templates"].get("framepack_oneframe", []))
+    assert listed == set(EXAMPLES), browser_results["templates"]
+    for name in EXAMPLES:
+        r = browser_results["workflows"][name]
+        assert r["status"] == 200
+        assert r["missing"] == [], f"{name}: node types unknown to the frontend: {r['missing']}"
+        assert r["loadedCount"] == r["nodeCount"] > 5
+        assert (REPO / "example_workflows" / f"{name}.jpg").is_file(), f"{name} has no thumbnail"
+    # our extension threw nothing (the frontend's own blocked registry look-ups are not ours)
+    errors = [e for e in browser_results["pageErrors"]
+              if "framepack_layout.js" in e or (e.startswith("pageerror") and "framepack" in e.lower())]
+    assert not errors, errors
+
+
+@pytest.mark.browser
+@needs_browser
+def test_layout_drawing_follows_the_widgets(browser_results, served):
+    from PIL import Image, ImageChops
+
+    checked = 0
+    for name in EXAMPLES:
+        layouts = browser_results["workflows"][name]["layouts"]
+        assert len(layouts) == 1, f"{name}: expected one FramePackOneFrameLayout node"
+        for lay in layouts:
+            before, after = lay["before"], lay["after"]
+            assert before["error"] is None and before["layout"], f"{name}: no layout drawn: {before}"
+            # the drawing shows what the Python code resolves for the node's widgets and controls
+            req = before["request"]
+            assert before["layout"] == json.loads(json.dumps(_layout_from_widgets(req["widgets"], req["num_controls"])))
+            # after the widget change the drawn state holds the new value, as the route answers it
+            assert after["request"]["widgets"][lay["change"]] == lay["newValue"]
+            assert after["layout"][lay["change"]] == lay["newValue"]
+            assert after["layout"] == served.post("/framepack/layout_preview", after["request"])
+            # and the drawing on the node changed (only the drawing: the widget's own text changed too)
+            a, b = Image.open(lay["shotBefore"]).convert("RGB"), Image.open(lay["shotAfter"]).convert("RGB")
+            top = int(lay["drawTop"]) + 2
+            assert a.size[0] == b.size[0] and 300 < top < a.size[1] - 100, (a.size, b.size, top)
+            box = (0, top, a.size[0], min(a.size[1], b.size[1]))
+            diff = ImageChops.difference(a.crop(box), b.crop(box)).getbbox()
+            assert diff is not None, f"{name}: the layout drawing did not change"
+            checked += 1
+    assert checked == len(EXAMPLES)
+    kis = browser_results["workflows"]["framepack_kisekaeichi"]["layouts"][0]["before"]
+    assert kis["request"]["num_controls"] == 2  # the control chain was counted in the browser
+    assert [c["index"] for c in kis["layout"]["clean"]] == [0, 10] and kis["layout"]["target_index"] == 1
+
+
+@pytest.mark.browser
+@needs_browser
+def test_python_converter_matches_the_frontend(browser_results, served):
+    info = served.get("/object_info")
+    for name in EXAMPLES:
+        workflow = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
+        ours = ui_to_api(workflow, info)
+        theirs = {k: {"class_type": v["class_type"], "inputs": v["inputs"]}
+                  for k, v in browser_results["workflows"][name]["api"].items()}
+        assert ours == theirs, name
+
+
+@pytest.mark.browser
+@needs_browser
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_runs_to_an_image(browser_results, served, comfy_base_dir, name):
+    from PIL import Image
+
+    prompt = swap_text_encoder(browser_results["workflows"][name]["api"])
+    assert "DualCLIPLoader" not in {n["class_type"] for n in prompt.values()}
+    for node in prompt.values():
+        if node["class_type"] == "FramePackEncodeImage":
+            node["inputs"]["resolution"] = CPU_RESOLUTION
+    t0 = time.time()
+    entry = served.run(prompt, timeout=600)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:4000]
+    images = [i for out in entry["outputs"].values() for i in out.get("images", []) if i["type"] == "output"]
+    assert len(images) == 1, entry["outputs"]
+    img = Image.open(comfy_base_dir / "output" / images[0]["subfolder"] / images[0]["filename"])
+    w, h = img.size
+    assert w % 16 == 0 and h % 16 == 0 and 0.5 * CPU_RESOLUTION**2 < w * h < 2 * CPU_RESOLUTION**2, img.size
+    print(f"{name}: ran in {time.time() - t0:.1f}s -> {images[0]['filename']} {img.size}")
