@@ -6,7 +6,7 @@
 // Nodes are stacked top to bottom in their column; columns are placed left to right.
 import fs from "node:fs";
 import path from "node:path";
-import { fitAll, openComfy } from "./comfy_page.mjs";
+import { fitAll, focusGraph, nodeClip, openComfy, reload } from "./comfy_page.mjs";
 
 const [specPath, url, outDir] = process.argv.slice(2);
 const spec = JSON.parse(fs.readFileSync(specPath, "utf8"));
@@ -15,6 +15,7 @@ const { page, pageErrors, close } = await openComfy(url);
 
 try {
   for (const wf of spec.workflows) {
+    await reload(page);
     const result = await page.evaluate((wf) => {
       const { app, LiteGraph } = window;
       app.graph.clear();
@@ -65,6 +66,14 @@ try {
       }
       app.graph.setDirtyCanvas(true, true);
     });
+    // a close-up of the layout node at 100 % (for the README)
+    const layoutId = await page.evaluate(() => window.app.graph.nodes.find((n) => n.type === "FramePackOneFrameLayout")?.id);
+    if (layoutId != null) {
+      const pos = await page.evaluate((id) => [...window.app.graph.getNodeById(id).pos], layoutId);
+      await focusGraph(page, pos[0], pos[1] - 40, 1.25, 300, 150);
+      await page.waitForTimeout(300);
+      await page.screenshot({ path: path.join(outDir, `${wf.name}-layout.png`), clip: await nodeClip(page, layoutId) });
+    }
     await fitAll(page);
     await page.waitForTimeout(500);
     const json = await page.evaluate(() => {
