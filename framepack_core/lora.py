@@ -240,7 +240,17 @@ def _family_from_metadata(metadata: dict[str, str]) -> str | None:
     return None
 
 
-def guess_family(keys: list[str], metadata: dict[str, str] | None = None) -> tuple[str | None, str]:
+def _unet_family(shapes: dict[str, tuple]) -> str:
+    """SD 1.x / 2.x / SDXL from the text width the UNet's cross-attention reads (768 / 1024 / 2048)."""
+    widths = {int(shape[1]) for key, shape in shapes.items()
+              if re.search(r"attn2[._]to_[kv]\.lora_down\.weight$", key) and len(shape) == 2}
+    names = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+    found = sorted(names[w] for w in widths if w in names)
+    return " / ".join(found) if found else "SD 1.x / SD 2.x / SDXL"
+
+
+def guess_family(keys: list[str], metadata: dict[str, str] | None = None,
+                 shapes: dict[str, tuple] | None = None) -> tuple[str | None, str]:
     """(family, reason) from the header first, then from characteristic key names and shapes."""
     family = _family_from_metadata(metadata or {})
     if family:
@@ -258,7 +268,7 @@ def guess_family(keys: list[str], metadata: dict[str, str] | None = None) -> tup
     if has(r"^lora_te2_"):
         return "SDXL", "it has lora_te2_* (second SDXL text encoder) keys"
     if has(r"^lora_unet_(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)"):
-        return "SD 1.x / SD 2.x / SDXL (UNet)", "its keys are lora_unet_down_blocks_/input_blocks_… (a UNet)"
+        return _unet_family(shapes or {}), "its keys are lora_unet_down_blocks_/input_blocks_… (a UNet)"
     if has(r"(^|\.|_)blocks[._]\d+[._](self_attn|cross_attn)[._]") or has(r"(^|\.|_)blocks[._]\d+[._]ffn[._]"):
         return "Wan", "its keys are blocks.N.self_attn/cross_attn/ffn (Wan 2.x)"
     if has(r"transformer_blocks[._]\d+[._](img_mlp|txt_mlp|img_mod|txt_mod)"):
@@ -414,7 +424,8 @@ def lora_to_patches(lora_sd: dict[str, torch.Tensor], model_shapes: dict[str, to
     ValueError when nothing applies, saying what model the LoRA looks made for.
     """
     report = LoraReport(name=name, total_keys=len(lora_sd))
-    report.family, report.family_reason = guess_family(list(lora_sd), metadata)
+    report.family, report.family_reason = guess_family(list(lora_sd), metadata,
+                                                       {k: tuple(v.shape) for k, v in lora_sd.items()})
     table = build_target_table(model_shapes)
 
     modules: dict[str, dict[str, torch.Tensor]] = {}

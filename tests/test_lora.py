@@ -300,6 +300,7 @@ def test_unmatched_keys_are_reported(run_graph, shapes, lora_dir):
 
 @pytest.mark.parametrize("maker, family", [
     (tiny_lora.sdxl_lora, "SDXL"),
+    (tiny_lora.sd15_lora, "SD 1.x"),
     (tiny_lora.wan_lora, "Wan"),
     (tiny_lora.flux_lora, "Flux"),
 ])

@@ -166,6 +166,18 @@ def sdxl_lora(rank=4):
     return sd
 
 
+def sd15_lora(rank=4):
+    """kohya SD 1.5 naming (diffusers UNet module paths); cross-attention reads 768-wide CLIP text."""
+    g = torch.Generator().manual_seed(4)
+    sd = {}
+    for name, cols in (("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", 768),
+                       ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", 320)):
+        sd[f"{name}.lora_down.weight"] = _randn(g, rank, cols)
+        sd[f"{name}.lora_up.weight"] = _randn(g, 320, rank)
+        sd[f"{name}.alpha"] = torch.tensor(float(rank))
+    return sd
+
+
 def wan_lora(rank=4):
     g = torch.Generator().manual_seed(2)
     sd = {}
