@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save as save_bytes
 from safetensors.torch import save_file
 
 # Linear layers musubi-tuner's FramePack LoRA targets: every Linear of the dual and single blocks
@@ -211,8 +212,8 @@ def musubi_header(sd: dict[str, torch.Tensor], *, dim=4, alpha=2, output_name="k
     """The safetensors header of a musubi-tuner FramePack one-frame LoRA, built as its code builds it
     (training/trainer_base.py NetworkTrainer.train → metadata dict, every value str(); ss_datasets =
     json.dumps([dataset.get_metadata()]); utils/sai_model_spec.py build_metadata → modelspec.*;
-    networks/lora.py save_weights → sshs_model_hash / sshs_legacy_hash). No key records the
-    dataset's fp_1f_* one-frame settings or fp_latent_window_size."""
+    networks/lora.py save_weights → sshs_model_hash / sshs_legacy_hash, computed the same way). No key
+    records the dataset's fp_1f_* one-frame settings or fp_latent_window_size."""
     started = time.time() - 3600
     dataset = {  # ImageDataset.get_metadata() (BaseDataset keys + image/control directory base names)
         "resolution": list(resolution), "caption_extension": ".txt", "batch_size_per_device": 1, "num_repeats": 10,
@@ -252,11 +253,17 @@ def musubi_header(sd: dict[str, torch.Tensor], *, dim=4, alpha=2, output_name="k
     if description is not None:
         spec["modelspec.description"] = description
     meta.update(spec)
-    digest = hashlib.sha256(b"".join(v.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                                     for v in sd.values())).hexdigest()
-    meta["sshs_model_hash"] = digest
-    meta["sshs_legacy_hash"] = digest[:8]
+    meta["sshs_model_hash"], meta["sshs_legacy_hash"] = _addnet_hashes(sd, meta)
     return meta
+
+
+def _addnet_hashes(sd, meta) -> tuple[str, str]:
+    """The two hashes musubi stores for sd-webui-additional-networks: sha256 of the tensor bytes of
+    the file as saved with only the ss_* metadata, and the old sha256[:8] of bytes 1 MiB..1 MiB+64 KiB."""
+    blob = save_bytes({k: v.contiguous() for k, v in sd.items()}, {k: v for k, v in meta.items() if k.startswith("ss_")})
+    header_len = int.from_bytes(blob[:8], "little")
+    return (hashlib.sha256(blob[8 + header_len:]).hexdigest(),
+            hashlib.sha256(blob[0x100000:0x110000]).hexdigest()[:8])
 
 
 def save(path: Path, sd: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
