@@ -239,12 +239,12 @@ def musubi_header(sd: dict[str, torch.Tensor], *, dim=4, alpha=2, output_name="k
         "ss_vae_name": "diffusion_pytorch_model.safetensors",
     }
     meta = {k: str(v) for k, v in meta.items()}
-    if no_metadata:  # --no_metadata keeps only SS_METADATA_MINIMUM_KEYS
-        meta = {k: meta[k] for k in ("ss_base_model_version", "ss_network_module", "ss_network_dim",
-                                     "ss_network_alpha")}
-    meta["ss_training_finished_at"] = str(time.time())
+    meta["ss_training_finished_at"] = str(time.time())  # set at each save
     meta["ss_steps"] = "200"
     meta["ss_epoch"] = "10"
+    if no_metadata:  # --no_metadata saves only SS_METADATA_MINIMUM_KEYS (+ modelspec.* and hashes below)
+        meta = {k: meta[k] for k in ("ss_base_model_version", "ss_network_module", "ss_network_dim",
+                                     "ss_network_alpha") if k in meta}
     spec = {
         "modelspec.sai_model_spec": "1.0.0", "modelspec.architecture": "framepack/lora",
         "modelspec.implementation": "https://github.com/lllyasviel/FramePack", "modelspec.title": output_name,
