@@ -250,7 +250,8 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
     `layout` is a OneFrameLayout (every sample shares it) or a LayoutSweep (one layout per value;
     each value gets `batch_size` samples per start image). Samples are ordered value-major, then
     start image, then seed: within one value, sample j uses seed + j, and every value repeats the
-    same seeds (so a sweep compares the values on the same noise). `callback(step, x0, x, total_steps)` is ComfyUI's preview callback.
+    same seeds (so a sweep compares the values on the same noise).
+    `callback(step, x0, x, total_steps)` is ComfyUI's preview callback.
     Every input is checked before the model is loaded.
     """
     import comfy.model_management as mm
@@ -286,9 +287,14 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
     device = model_patcher.load_device
     dtype = base.manual_cast_dtype if getattr(base, "manual_cast_dtype", None) is not None else base.get_dtype()
 
+    # Everything the model sees besides x and sigma is built once, on the device, in the compute dtype
+    # (index tensors stay int64): no per-step host-to-device traffic.
     extra = layout_model_inputs(per_sample_layouts if len(layouts) > 1 else layouts[0], controls, total, rows=rows,
                                 device=device, dtype=torch.float32)
-    extra["guidance"] = torch.full((total,), float(distilled_guidance) * 1000.0, device=device, dtype=torch.float32)
+    extra["guidance"] = torch.full((total,), float(distilled_guidance) * 1000.0, device=device)
+    extra = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in extra.items()}
+    texts = [{k: (None if v is None else v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype))
+              for k, v in t.items()} for t in (pos, neg) if t is not None]
     # The patcher's wrappers and callbacks reach apply_model as they do in ComfyUI's samplers.
     transformer_options = dict(model_patcher.model_options.get("transformer_options", {}))
     for key in ("wrappers", "callbacks"):
@@ -296,20 +302,21 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
         transformer_options[key] = comfy.patcher_extension.merge_nested_dicts(
             merged, getattr(model_patcher, key, {}) or {})
 
-    def call(x, sigma_vec, text):
-        return base.apply_model(x.to(dtype), sigma_vec, c_crossattn=text["context"].to(device),
-                                transformer_options=transformer_options,
-                                context_mask=None if text["context_mask"] is None else text["context_mask"].to(device),
-                                pooled_output=text["pooled_output"].to(device), **extra)
+    def call(xq, sigma_vec, text):
+        return base.apply_model(xq, sigma_vec, c_crossattn=text["context"], transformer_options=transformer_options,
+                                context_mask=text["context_mask"], pooled_output=text["pooled_output"], **extra)
 
     sig_list = sigmas.tolist()
     sig_dev = sigmas.to(device)
 
     def denoise(x, i):
+        # The latent enters the model in the compute dtype and x0 = x - v * sigma is formed in float32
+        # from that cast latent (ComfyUI's calculate_denoised), as FramePack does.
+        xq = x.to(dtype)
         sigma_vec = sig_dev[i].expand(total)
-        x0 = call(x, sigma_vec, pos)
-        if neg is not None:
-            x0 = cfg_x0(x, sig_list[i], x0, call(x, sigma_vec, neg), cfg, guidance_rescale)
+        x0 = call(xq, sigma_vec, texts[0])
+        if len(texts) > 1:
+            x0 = cfg_x0(xq.float(), sig_list[i], x0, call(xq, sigma_vec, texts[1]), cfg, guidance_rescale)
         return x0
 
     def on_step(i, x0, x):
