@@ -7,7 +7,6 @@ attention backend ComfyUI may select. Plus `infer_config` on the real 13B shapes
 """
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
