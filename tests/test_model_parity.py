@@ -137,7 +137,7 @@ def test_batch2_different_text_lengths_matches_diffusers(models, seed):
 def test_forward_reads_every_weight(models):
     """Zeroing any one weight tensor changes the output: no parameter is unused or mis-wired."""
     reference, ours = models
-    inp = make_inputs(7)
+    inp = make_inputs(7, height=4, width=4, text_lengths=(3,), counts=(1, 2, 4), siglip_tokens=2)
     base = run_ours(ours, inp, mask=False)
     state = {k: v.clone() for k, v in ours.state_dict().items()}
     unused = []
