@@ -248,24 +248,35 @@ def apply_rope(x: torch.Tensor, cos_sin: torch.Tensor) -> torch.Tensor:
 
 
 class KeyMask:
-    """Which keys of the joint sequence are padding, prepared once per forward.
+    """Padding of a batch whose samples have different numbers of valid tokens.
 
-    Valid tokens are always a prefix of each sample's sequence (text is compacted so its valid
-    tokens come first), so the mask is an additive bias (B, 1, 1, L) for the attention functions
-    that take masks, and per-sample lengths for those that ignore masks (sage, flash): those run
-    each sample alone on its valid prefix.
+    Valid tokens are always a prefix of each sample's sequence (the text is compacted so its valid
+    tokens come first), so per-sample lengths (host ints, read once per forward) describe it all.
+    By default each sample then runs attention alone on its valid prefix: no mask reaches
+    optimized_attention, so the fast unmasked kernels (flash / cuDNN / sage) serve every backend,
+    including those that ignore masks (sage, flash). `SPLIT_MASKED_BATCH = False` passes an
+    additive (B, 1, 1, L) key bias instead, one call for the whole batch, to backends that honour
+    masks.
     """
 
-    def __init__(self, valid: torch.Tensor, dtype: torch.dtype):
-        self.valid = valid  # (B, L) bool
-        self.bias = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill_(
-            ~valid, torch.finfo(dtype).min)[:, None, None, :]
-        self._lengths = None
+    def __init__(self, lengths: list[int], total: int, device, dtype: torch.dtype):
+        self.lengths, self.total, self.device, self.dtype = lengths, total, device, dtype
+        self._bias = None
 
-    def lengths(self) -> list[int]:
-        if self._lengths is None:  # one host sync, only on the mask-ignoring backends
-            self._lengths = self.valid.sum(1).tolist()
-        return self._lengths
+    def bias(self) -> torch.Tensor:
+        if self._bias is None:
+            lengths = torch.tensor(self.lengths, device=self.device)
+            padding = torch.arange(self.total, device=self.device)[None] >= lengths[:, None]
+            self._bias = torch.zeros(padding.shape, dtype=self.dtype, device=self.device).masked_fill_(
+                padding, torch.finfo(self.dtype).min)[:, None, None, :]
+        return self._bias
+
+    def shifted(self, offset: int) -> "KeyMask":
+        """The same padding after `offset` always-valid tokens are put in front."""
+        return KeyMask([n + offset for n in self.lengths], self.total + offset, self.device, self.dtype)
+
+
+SPLIT_MASKED_BATCH = True
 
 
 def _backend_ignores_masks() -> bool:
@@ -278,10 +289,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mas
     attn = comfy_attention.optimized_attention
     if mask is None:
         return attn(q, k, v, heads, transformer_options=transformer_options)
-    if not _backend_ignores_masks():
-        return attn(q, k, v, heads, mask=mask.bias, transformer_options=transformer_options)
-    out = torch.zeros_like(q)
-    for i, n in enumerate(mask.lengths()):
+    if not SPLIT_MASKED_BATCH and not _backend_ignores_masks():
+        return attn(q, k, v, heads, mask=mask.bias(), transformer_options=transformer_options)
+    out = torch.zeros_like(q)  # padded query rows stay 0; they never reach a valid token
+    for i, n in enumerate(mask.lengths):
         out[i:i + 1, :n] = attn(q[i:i + 1, :n], k[i:i + 1, :n], v[i:i + 1, :n], heads,
                                 transformer_options=transformer_options)
     return out
@@ -508,19 +519,18 @@ class TokenRefiner(nn.Module):
         self.token_refiner.refiner_blocks = nn.ModuleList(
             [RefinerBlock(config, **kw) for _ in range(config.num_refiner_layers)])
 
-    def forward(self, context, timestep, text_valid, transformer_options):
-        if text_valid is None:
+    def forward(self, context, timestep, text_mask: KeyMask | None, transformer_options):
+        if text_mask is None:
             pooled = context.float().mean(1)
-            mask = None
         else:
-            weights = text_valid.to(torch.float32).unsqueeze(-1)
-            pooled = (context.float() * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-            mask = KeyMask(text_valid, context.dtype)
+            lengths = torch.tensor(text_mask.lengths, device=context.device)
+            weights = (torch.arange(context.shape[1], device=context.device)[None] < lengths[:, None]).float()
+            pooled = (context.float() * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
         emb = self.time_text_embed
         temb = emb.timestep_embedder(timestep, context.dtype) + emb.text_embedder(pooled.to(context.dtype))
         x = self.proj_in(context)
         for block in self.token_refiner.refiner_blocks:
-            x = block(x, temb, mask, transformer_options)
+            x = block(x, temb, text_mask, transformer_options)
         return x
 
 
@@ -669,34 +679,36 @@ class FramePackTransformer(nn.Module):
         return torch.cat(tokens, 1), torch.cat(tables, 1)
 
     def _text_tokens(self, context, context_mask, timestep, image_embeds, batch, dtype, transformer_options):
-        """[SigLIP tokens | refined llama tokens] and, when padding must be masked, which are valid."""
+        """[SigLIP tokens | refined llama tokens] and, when samples have different valid lengths,
+        the KeyMask of the text side (None when nothing needs masking)."""
         context = _to_batch(context, batch, "context").to(dtype)
-        valid = None
+        text_mask = None
         if context_mask is not None:
             valid = _to_batch(context_mask, batch, "context_mask").to(context.device) > 0
             if valid.shape != context.shape[:2]:
                 raise ValueError(f"FramePackTransformer: `context_mask` must be {tuple(context.shape[:2])}, "
                                  f"got {tuple(valid.shape)}")
             if batch == 1:  # crop to the valid tokens: no mask at all (one host sync per forward)
-                context, valid = context[:, valid[0]], None
+                context = context[:, valid[0]]
             else:
                 # Compact each sample's valid tokens to the front (order kept): text tokens carry
                 # no position, so this changes nothing but makes "valid" a prefix per sample.
                 order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)
                 context = context.gather(1, order[..., None].expand_as(context))
-                valid = valid.gather(1, order)
-                # A sample with no valid token keeps its first token, so no softmax row is empty.
-                valid[:, 0] |= ~valid.any(1)
-        txt = self.context_embedder(context, timestep, valid, transformer_options)
+                # One host sync per forward; a sample without any valid token keeps its first one.
+                lengths = valid.sum(1).clamp_(min=1).tolist()
+                if min(lengths) < context.shape[1]:
+                    text_mask = KeyMask(lengths, context.shape[1], context.device, dtype)
+        txt = self.context_embedder(context, timestep, text_mask, transformer_options)
         if image_embeds is not None:
             if self.image_projection is None:
                 raise ValueError("FramePackTransformer: `image_embeds` given but this model has no image_projection")
             siglip = self.image_projection(_to_batch(image_embeds, batch, "image_embeds").to(device=txt.device,
                                                                                             dtype=dtype))
             txt = torch.cat((siglip, txt), 1)
-            if valid is not None:
-                valid = torch.cat((valid.new_ones(siglip.shape[:2]), valid), 1)
-        return txt, valid
+            if text_mask is not None:
+                text_mask = text_mask.shifted(siglip.shape[1])
+        return txt, text_mask
 
     # ---- forward -------------------------------------------------------------------------------
 
@@ -734,7 +746,7 @@ class FramePackTransformer(nn.Module):
                       clean_latent_4x_indices=clean_latent_4x_indices)
         img, img_rope = self._image_tokens(x, groups, batch, h, w)
         temb = self.time_text_embed(timestep, _to_batch(pooled_output, batch, "pooled_output").to(dtype), guidance)
-        txt, txt_valid = self._text_tokens(context, context_mask, timestep, image_embeds, batch, dtype,
+        txt, txt_mask = self._text_tokens(context, context_mask, timestep, image_embeds, batch, dtype,
                                            transformer_options)
 
         n_img, n_txt = img.shape[1], txt.shape[1]
@@ -742,9 +754,8 @@ class FramePackTransformer(nn.Module):
         identity = img_rope.new_zeros(img_rope.shape[0], n_txt, *img_rope.shape[2:])
         identity[..., 0] = 1.0
         rope = torch.cat((img_rope, identity), 1).unsqueeze(2)  # (1 or B, L, 1, head_dim/2, 2)
-        mask = None
-        if txt_valid is not None:
-            mask = KeyMask(torch.cat((txt_valid.new_ones(batch, n_img), txt_valid), 1), dtype)
+        # Image tokens come first and are always valid.
+        mask = None if txt_mask is None else txt_mask.shifted(n_img)
 
         for block in self.transformer_blocks:
             img, txt = block(img, txt, temb, rope, mask, transformer_options)

@@ -135,6 +135,22 @@ def _per_sample_batch(seed: int):
     return a, b, batch
 
 
+def test_all_valid_mask_is_no_mask(model, monkeypatch):
+    """A batch whose masks are all ones takes the unmasked path (no split, no bias) and equals it."""
+    a, b, batch = _per_sample_batch(15)
+    calls = []
+    real = comfy_attention.optimized_attention
+
+    def spy(q, k, v, heads, mask=None, **kwargs):
+        calls.append((q.shape[0], mask is None))
+        return real(q, k, v, heads, mask=mask, **kwargs)
+
+    monkeypatch.setattr(comfy_attention, "optimized_attention", spy)
+    ones = dict(batch, context_mask=torch.ones(batch["context"].shape[:2], dtype=torch.long))
+    assert torch.equal(run_ours(model, ones), run_ours(model, batch, mask=False))
+    assert calls and all(c == (2, True) for c in calls)
+
+
 def test_per_sample_indices_equal_separate_runs(model):
     a, b, batch = _per_sample_batch(8)
     got = run_ours(model, batch, mask=False)
@@ -155,12 +171,15 @@ def _sage_stand_in(q, k, v, heads, mask=None, **kwargs):
 _sage_stand_in.__name__ = "attention_sage"
 
 
+@pytest.mark.parametrize("split", [True, False], ids=["split_batch", "key_bias"])
 @pytest.mark.parametrize("backend", ["attention_pytorch", "attention_basic", "attention_sub_quad", "sage_stand_in"])
-def test_every_attention_backend_masks_padding(model, monkeypatch, backend):
+def test_every_attention_backend_masks_padding(model, monkeypatch, backend, split):
     """ComfyUI picks optimized_attention from its flags; each must mask padding, including padding
-    that is not at the end (the mask-ignoring backends run each sample on its valid prefix)."""
+    that is not at the end, both ways a masked batch can run (each sample alone on its valid prefix,
+    or one call with an additive key bias; mask-ignoring backends always split)."""
     fn = _sage_stand_in if backend == "sage_stand_in" else getattr(comfy_attention, backend)
     monkeypatch.setattr(comfy_attention, "optimized_attention", fn)
+    monkeypatch.setattr(fp_model, "SPLIT_MASKED_BATCH", split)
     a, b, batch = _per_sample_batch(9)
     n = batch["context"].shape[1]
     batch = _pad_text({**batch, "context_mask": torch.ones(2, n, dtype=torch.long)}, "middle")
