@@ -420,8 +420,9 @@ def lora_to_patches(lora_sd: dict[str, torch.Tensor], model_shapes: dict[str, to
                     metadata: dict[str, str] | None = None) -> tuple[dict[str, Any], LoraReport]:
     """Turn a LoRA state dict into {model weight key: ComfyUI patch} for `ModelPatcher.add_patches`.
 
-    `model_shapes` maps the MODEL's weight keys (`diffusion_model.…`) to their shapes. Raises
-    ValueError when nothing applies, saying what model the LoRA looks made for.
+    `model_shapes` maps the MODEL's weight keys (`diffusion_model.…`) to their shapes. Nothing is
+    raised here: the report says what matched, and `check_family` turns "nothing applies" or "made
+    for another model" into the user's error.
     """
     report = LoraReport(name=name, total_keys=len(lora_sd))
     report.family, report.family_reason = guess_family(list(lora_sd), metadata,
@@ -439,6 +440,7 @@ def lora_to_patches(lora_sd: dict[str, torch.Tensor], model_shapes: dict[str, to
     to_load: dict[str, str] = {}  # name in `source` → model weight key (ComfyUI's key_map)
     source: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}  # name in `source` → LoRA module, for the report
+    claimed: set[str] = set()
     for module, tensors in modules.items():
         target = find_target(module, table)
         if target is None:
@@ -456,9 +458,10 @@ def lora_to_patches(lora_sd: dict[str, torch.Tensor], model_shapes: dict[str, to
             pieces = [(f"{module}#{i}", sub, part[0]) for i, (sub, part) in enumerate(zip(subs, target.parts))]
             report.fused += 1
         for virtual, sub, model_key in pieces:
-            if model_key in to_load.values():
+            if model_key in claimed:
                 log.warning("FramePack LoRA %s: two modules target %s; the later one (%s) wins", name, model_key, module)
             to_load[virtual] = model_key
+            claimed.add(model_key)
             origin[virtual] = module
             source.update({virtual + s: t for s, t in sub.items()})
 
