@@ -29,21 +29,34 @@ same module), after trying the name as is and then without the prefixes `lora_un
 
 The header ("instruction manual")
 ---------------------------------
-What musubi-tuner writes (read from its source, kohya-ss/musubi-tuner, `training/trainer_base.py`
-`NetworkTrainer.train` → `metadata = {...}`, `dataset/image_video_dataset.py`
-`BaseDataset/ImageDataset.get_metadata`, `utils/sai_model_spec.py` `build_metadata`,
-`networks/lora.py` `LoRANetwork.save_weights`): training hyper-parameters as `ss_*` strings,
-`ss_base_model_version` = "framepack", `modelspec.architecture` = "framepack/lora", and
-`ss_datasets` = JSON list with, per dataset, only `resolution` [w, h], caption_extension,
-batch_size_per_device, num_repeats, enable_bucket, bucket_no_upscale, image_directory /
-image_jsonl_file / control_directory (base names) and has_control. The one-frame settings of the
-dataset config (`fp_1f_target_index`, `fp_1f_clean_indices`, `fp_1f_no_post`,
-`fp_latent_window_size`) and the latent-cache flags (`--one_frame_no_2x/_4x`) are NOT recorded.
-So `read_settings` returns what can be known: `resolution` from `ss_datasets`, plus one-frame
-settings only where a person wrote them into a free-text field (`ss_training_comment`,
-`modelspec.description`, `modelspec.usage_hint`, …) in musubi's own spelling
-(`target_index=1,control_index=0;10,no_post,no_2x,no_4x` or `fp_1f_target_index = 1` …), or where
-a trainer stored `fp_1f_*` keys directly (no musubi version does today).
+What musubi-tuner writes (read in kohya-ss/musubi-tuner at 30c658c, 2026-06-24, and its history
+back to the first one-frame commits of May 2025): `training/trainer_base.py` `NetworkTrainer.train`
+builds `metadata` (before the 2026-04 refactor the same code sat in `hv_train_network.py`):
+ss_session_id (ss_ss_session_id before 2025-08-30), ss_training_started_at, ss_output_name,
+ss_learning_rate, ss_num_train_items, ss_num_batches_per_epoch, ss_num_epochs,
+ss_gradient_checkpointing(_cpu_offload), ss_gradient_accumulation_steps, ss_max_train_steps,
+ss_lr_warmup_steps, ss_lr_scheduler, ss_base_model_version ("framepack"), ss_network_module,
+ss_network_dim, ss_network_alpha, ss_network_dropout, ss_mixed_precision, ss_seed,
+ss_training_comment, ss_optimizer, ss_max_grad_norm, ss_fp8_base, ss_full_fp16, ss_full_bf16,
+ss_weighting_scheme, ss_logit_mean, ss_logit_std, ss_mode_scale, ss_guidance_scale,
+ss_timestep_sampling, ss_sigmoid_scale, ss_discrete_flow_shift, ss_datasets, ss_network_args (only
+with --network_args), ss_sd_model_name, ss_vae_name, and at each save ss_training_finished_at,
+ss_steps, ss_epoch (all values str()). `ss_datasets` is json.dumps of each dataset's `get_metadata()`
+(`dataset/image_video_dataset.py`): resolution [w, h], caption_extension, batch_size_per_device,
+num_repeats, enable_bucket, bucket_no_upscale, image_directory / image_jsonl_file /
+control_directory (base names), has_control (+ frame settings for video datasets).
+`utils/sai_model_spec.py` `build_metadata` adds modelspec.* (architecture "framepack/lora",
+implementation, title, date, resolution = --metadata_reso or "1280x720", optional
+author/description/license/tags), `networks/lora.py` `save_weights` adds sshs_model_hash /
+sshs_legacy_hash. --no_metadata keeps only ss_base_model_version, ss_network_module/dim/alpha/args.
+
+Not recorded anywhere: the dataset's one-frame settings (`fp_1f_target_index`,
+`fp_1f_clean_indices`, `fp_1f_no_post`, `fp_latent_window_size`) and the cache flags
+`--one_frame_no_2x/_4x`. So `read_settings` returns what can be known: `resolution` from
+`ss_datasets`, plus one-frame settings only where a person wrote them into a free-text field
+(`ss_training_comment`, `modelspec.description`, `modelspec.usage_hint`, …) in musubi's own
+spelling (`target_index=1,control_index=0;10,no_post,no_2x,no_4x` or `fp_1f_target_index = 1` …),
+or where some trainer stored `fp_1f_*` keys directly (no musubi version does).
 """
 from __future__ import annotations
 
