@@ -1,0 +1,168 @@
+"""GPU fast paths against the plain bf16 path, on a reduced but full-width FramePack.
+
+    python bench/gpu_paths.py --out result.json
+
+Run by `tests/test_gpu_paths.py` in a subprocess (ComfyUI must boot with the GPU, the test
+session's ComfyUI is booted with --cpu). The model keeps the released width (24 heads x 128,
+4096-d text, 1152-d SigLIP, real RoPE axes) and every layer kind, with 2 dual + 2 single blocks;
+inputs are 320x320 with the kisekaeichi and musubi-default layouts (~2k tokens).
+
+Paths (each compared on the same random weights and inputs):
+* fp32    the same weights in float32 (the accuracy yardstick for the bf16 paths)
+* bf16    eager, through BaseModel.apply_model (what the sampler calls)
+* compiled  each block torch.compile'd through ComfyUI's hook (comfy_api.torch_helpers)
+* fp8_scaled_mm  fp8 e4m3fn weights through comfy.ops.fp8_ops (torch._scaled_mm)
+* fp8_manual_cast  the same fp8 weights cast to bf16 per layer (the loader's default)
+* lowvram  weights in CPU RAM, ComfyUI partial loading with about half of them on the GPU
+and the full sampler (6 UniPC steps) resident vs low-VRAM.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as H  # noqa: E402
+
+REDUCED = dict(H.FULL_CONFIG, num_layers=2, num_single_layers=2)
+HW = 320
+
+
+def _rel(a, b) -> float:
+    a, b = a.float().cpu(), b.float().cpu()
+    return float((a - b).norm() / b.norm())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cpu-smoke", action="store_true", help="tiny config on the CPU, no compile (checks the code runs)")
+    args = ap.parse_args(argv)
+    H.boot_comfy(["--cpu"] if args.cpu_smoke else [])
+    dev = "cpu" if args.cpu_smoke else "cuda"
+    cfg, hw = REDUCED, HW
+    if args.cpu_smoke:
+        cfg, hw = dict(REDUCED, num_attention_heads=2, attention_head_dim=16, rope_axes_dim=(4, 6, 6),
+                       text_embed_dim=32, pooled_projection_dim=16, image_proj_dim=24), 64
+    import comfy.model_management as mm
+    import comfy.ops
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    import bench_oneframe as B
+
+    res: dict = {"config": {k: cfg[k] for k in ("num_layers", "num_single_layers", "num_attention_heads",
+                                                    "attention_head_dim")}, "hw": hw}
+    out = Path(args.out)
+
+    def save():
+        out.write_text(json.dumps(res, indent=1))
+
+    sd = H.random_state_dict(cfg, seed=3, device=dev)
+    res["n_params"] = sum(v.numel() for v in sd.values())
+    inputs = {name: H.make_inputs(H.LAYOUTS[name], height=hw, width=hw, seed=4, device=dev, config=cfg)
+              for name in ("kisekaeichi", "oichi_default")}
+
+    def velocity(patcher, inp, dtype=torch.bfloat16):
+        topts = patcher.model_options.get("transformer_options", {})
+        kw = {k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() and k != "guidance" else v)
+              for k, v in B.ours_kwargs(inp).items()}
+        # guidance as an integer tensor: ComfyUI's apply_model casts float extras to the compute
+        # dtype, and 10000 is 9984 in bf16 (see bench/README.md); integers pass through.
+        kw["guidance"] = kw["guidance"].round().long()
+        sigma = inp["timestep"] / 1000
+        with torch.inference_mode():
+            x0 = patcher.model.apply_model(inp["x"].to(dtype), sigma, c_crossattn=inp["context"].to(dtype),
+                                           transformer_options=topts, **kw)
+        return ((inp["x"].float() - x0.float()) / sigma.view(-1, 1, 1, 1, 1)).cpu()
+
+    base = B.build_ours(sd)
+    mm.load_models_gpu([base])
+    v = {name: velocity(base, inp) for name, inp in inputs.items()}
+    lat_resident = None
+    try:
+        cond, layout, controls = B.sampler_objects("kisekaeichi", hw=hw // 8, text_dim=cfg["text_embed_dim"],
+                                                   pooled_dim=cfg["pooled_projection_dim"],
+                                                   siglip=(inputs["kisekaeichi"]["image_embeds"].shape[1],
+                                                           cfg["image_proj_dim"]))
+        smp = B._core("sampler")
+        with torch.inference_mode():
+            lat_resident = smp.sample_one_frame(base, cond, cond, layout, controls, seed=5, steps=6).cpu()
+    except Exception as e:
+        res["sampler_error"] = f"{type(e).__name__}: {e}"
+
+    sd32 = {k: t.float() for k, t in sd.items()}
+    p32 = B.build_ours(sd32)
+    v32 = {}
+    for name, inp in inputs.items():
+        v32[name] = velocity(p32, inp, torch.float32)
+        res.setdefault(name, {})["bf16_vs_fp32"] = _rel(v[name], v32[name])
+    del p32, sd32
+    gc.collect()
+    torch.cuda.empty_cache()
+    save()
+
+    # compiled blocks through ComfyUI's own hook
+    pc = base.clone()
+    if not args.cpu_smoke:
+        set_torch_compile_wrapper(pc, backend="inductor", dynamic=False, keys=B._block_keys(pc.model.diffusion_model))
+        B._expose_wrappers(pc)
+    for name, inp in inputs.items():
+        vc = velocity(pc, inp)
+        res[name]["compiled_vs_bf16"] = _rel(vc, v[name])
+        res[name]["compiled_vs_fp32"] = _rel(vc, v32[name])
+        res[name]["compiled_finite"] = bool(torch.isfinite(vc).all())
+    save()
+    del pc
+
+    # fp8
+    sd8 = B.fp8_state_dict(sd)
+    for key, ops in (("fp8_scaled_mm", comfy.ops.fp8_ops), ("fp8_manual_cast", comfy.ops.manual_cast)):
+        p8 = B.build_ours(sd8, operations=ops, weight_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+        for name, inp in inputs.items():
+            res[name][f"{key}_vs_bf16"] = _rel(velocity(p8, inp), v[name])
+        del p8
+        gc.collect()
+    del sd8
+    torch.cuda.empty_cache()
+    save()
+
+    # low VRAM: weights in CPU RAM, about half of them loaded
+    if args.cpu_smoke:
+        save()
+        print(json.dumps(res, indent=1))
+        return 0
+    sd_cpu = {k: t.cpu() for k, t in sd.items()}
+    weights_bytes = sum(t.numel() * t.element_size() for t in sd_cpu.values())
+    mm.unload_all_models()
+    del base, sd
+    gc.collect()
+    torch.cuda.empty_cache()
+    pl = B.build_ours(sd_cpu)
+    old = mm.EXTRA_RESERVED_VRAM
+    free = mm.get_free_memory(mm.get_torch_device())
+    mm.EXTRA_RESERVED_VRAM = int(free - weights_bytes / 2 - mm.minimum_inference_memory() + old)
+    try:
+        mm.load_models_gpu([pl])
+        on_gpu = sum(t.numel() * t.element_size() for t in pl.model.diffusion_model.parameters() if t.is_cuda)
+        res["lowvram_weights_on_gpu_fraction"] = on_gpu / weights_bytes
+        for name, inp in inputs.items():
+            res[name]["lowvram_vs_bf16"] = _rel(velocity(pl, inp), v[name])
+        if lat_resident is not None:
+            with torch.inference_mode():
+                lat_low = smp.sample_one_frame(pl, cond, cond, layout, controls, seed=5, steps=6).cpu()
+            res["sampler_lowvram_vs_resident"] = _rel(lat_low, lat_resident)
+            res["sampler_finite"] = bool(torch.isfinite(lat_resident).all())
+    finally:
+        mm.EXTRA_RESERVED_VRAM = old
+    save()
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
