@@ -168,13 +168,20 @@ def build_cache(cache_dir: Path | None = None, log=print) -> Path:
         "loras": lambda: _random_lora(_load_tiny_framepack().reference_state_dict(4, FRAMEPACK_CONFIG), seed=5),
     }
     metadata = {"loras": {"ss_base_model_version": "framepack", "ss_training_comment": LORA_COMMENT}}
+    # The sizes the files had when made: a file changed since (e.g. something wrote through a link
+    # into the cache) is made again rather than silently reused.
+    manifest_path = cache_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for folder, name in FILES.items():
         path = cache_dir / folder / name
-        if path.exists():
+        key = f"{folder}/{name}"
+        if path.exists() and manifest.get(key) == path.stat().st_size:
             continue
         log(f"making random-weight {folder}/{name} ...")
         path.parent.mkdir(parents=True, exist_ok=True)
         _save(makers[folder](), path, metadata.get(folder))
+        manifest[key] = path.stat().st_size
+        manifest_path.write_text(json.dumps(manifest, indent=1))
     return cache_dir
 
 
