@@ -507,15 +507,10 @@ def resolve_layout(
         target = d["target"] if target_index == -1 else target_index
         target = lws if target is None else target
         slots = canonical_slots(n, lws, post)
-        if preset == "from LoRA":
-            # A LoRA's clean indices place the controls; the post keeps 1 + lws (musubi training).
-            n_ctrl = sum(1 for s in slots if s.kind != "post")
-            if len(d["control_index"]) > n_ctrl:
-                warnings.append(f"the LoRA was trained with {len(d['control_index'])} clean indices "
-                                f"{d['control_index']} but {n_ctrl} controls are connected; extra indices ignored")
-            slots = overwrite_indices(slots, d["control_index"][:n_ctrl], warnings, "lora clean_indices")
-        else:
-            slots = overwrite_indices(slots, d["control_index"], warnings, f"{preset} control_index")
+        # A LoRA's clean indices are applied like musubi's control_index (in order, as far as there are
+        # slots): the training recipes [0] / [0, 1] / [0, 10] + no_post then give the trained layout.
+        name = "the LoRA's clean_indices" if preset == "from LoRA" else f"{preset} control_index"
+        slots = overwrite_indices(slots, d["control_index"], warnings, name)
         slots = overwrite_indices(slots, ci, warnings)
         if latent_index != -1:
             slots = _set_control_index(slots, 0, latent_index, "latent_index", warnings)

@@ -220,7 +220,7 @@ def test_malformed_control_index_is_a_clear_error(run_graph, fp_models, images):
 
 
 def test_control_of_another_size_is_refitted_and_said(run_graph, fp_models, images):
-    out = run_graph(graph(fp_models, preset="kisekaeichi", ref="fp_wide.png", ref_resolution=256),
+    out = run_graph(graph(fp_models, preset="kisekaeichi", ref="fp_wide.png", ref_resolution=192),
                     outputs_of=["layout", "sampler"])
     assert "re-fitted to the start's 128x128 px" in out["layout"][1]
     assert out["layout"][0].controls[1].latent.shape == (1, 16, 1, 16, 16)
@@ -232,6 +232,8 @@ def test_mismatched_batches_are_an_error(run_graph, fp_models, images):
     prompt["rep1"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["img1", 0], "amount": 3}}
     prompt["enc0"]["inputs"]["image"] = ["rep0", 0]
     prompt["enc1"]["inputs"]["image"] = ["rep1", 0]
+    for enc in ("enc0", "enc1"):  # small explicit size: the error comes at the layout node, after encoding
+        prompt[enc]["inputs"].update(width=64, height=64)
     with pytest.raises(GraphError, match="control 1 has a batch of 3 images but the start has 2"):
         run_graph(prompt)
 
