@@ -691,7 +691,9 @@ class FramePackTransformer(nn.Module):
                 raise ValueError(f"FramePackTransformer: `context_mask` must be {tuple(context.shape[:2])}, "
                                  f"got {tuple(valid.shape)}")
             if batch == 1:  # crop to the valid tokens: no mask at all (one host sync per forward)
-                context = context[:, valid[0]]
+                keep = valid[0].clone()
+                keep[0] |= ~keep.any()  # an all-padding prompt keeps its first token (no empty text)
+                context = context[:, keep]
             else:
                 # Compact each sample's valid tokens to the front (order kept): text tokens carry
                 # no position, so this changes nothing but makes "valid" a prefix per sample.

@@ -95,6 +95,18 @@ def test_masked_text_padding_changes_nothing_batch1(model, where):
     assert relative_error(run_ours(model, padded, mask=False), base) > 1e-3
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_all_padding_text_stays_finite(model, batch):
+    """A prompt whose mask is all zeros (an empty prompt) keeps one token instead of producing NaN."""
+    inp = make_inputs(16, batch=batch, text_lengths=(5,) * batch)
+    inp["context_mask"][0] = 0
+    out = run_ours(model, inp)
+    assert torch.isfinite(out).all()
+    if batch == 2:  # the other sample is unaffected
+        alone = {k: (v[1:] if torch.is_tensor(v) and not k.endswith("indices") else v) for k, v in inp.items()}
+        assert relative_error(out[1:], run_ours(model, alone)) < CLOSE
+
+
 def _split(inp: dict, i: int) -> dict:
     """Sample i of a batched input (1-D shared indices stay as they are)."""
     out = {}
