@@ -83,14 +83,16 @@ class FramePackOneFrameLayout(io.ComfyNode):
                 use_clean_latents_post, use_clean_latents_2x, use_clean_latents_4x, siglip_source,
                 siglip_mix="0.7,0.3", controls=None, lora_settings=None) -> io.NodeOutput:
         node = "FramePackOneFrameLayout"
-        all_controls, fit_warnings = fit_controls([start] + list(controls or ()), node)
+        given = [start] + list(controls or ())
+        # Knobs first (pure checks), then the controls (re-fitting may run the VAE).
         layout = fp_layout.resolve_layout(
-            len(all_controls), preset=preset, latent_window_size=latent_window_size, target_index=target_index,
+            len(given), preset=preset, latent_window_size=latent_window_size, target_index=target_index,
             control_index=control_index, latent_index=latent_index, history_index=history_index,
             use_clean_latents_post=use_clean_latents_post, use_clean_latents_2x=use_clean_latents_2x,
             use_clean_latents_4x=use_clean_latents_4x, siglip_source=siglip_source, siglip_mix=siglip_mix,
             lora_settings=lora_settings, node=node,
         )
+        all_controls, fit_warnings = fit_controls(given, node)
         layout.warnings[:0] = fit_warnings
         for c, _ in layout.siglip.weights:
             if all_controls[c].image_embeds is None:
