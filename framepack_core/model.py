@@ -725,6 +725,7 @@ class FramePackTransformer(nn.Module):
         timestep (B,) = sigma*1000; guidance (B,) = distilled guidance*1000; context (B, n, 4096)
         with context_mask (B, n) (1 = valid) or None; pooled_output (B, 768); image_embeds
         (B, 729, 1152) or None; *_indices 1-D (shared) or (B, k) (per sample) frame indices.
+        Optional keyword `fp32_output` (bool) overrides the config's float32 output head for this call.
         """
         cfg = self.config
         if x.ndim != 5 or x.shape[1] != cfg.in_channels:
@@ -768,7 +769,8 @@ class FramePackTransformer(nn.Module):
             joint = block(joint, temb, rope, mask, transformer_options)
 
         out = joint[:, n_img - t * h * w:n_img]
-        if self.fp32_output:
+        fp32_output = kwargs.get("fp32_output")
+        if self.fp32_output if fp32_output is None else fp32_output:
             out, temb = out.float(), temb.float()
         out = self.proj_out(self.norm_out(out, temb))
         out = out.reshape(batch, t, h, w, -1, p_t, p, p).permute(0, 4, 1, 5, 2, 6, 3, 7)
