@@ -5,6 +5,12 @@ size, VAE-encoded alone as a one-frame video and multiplied by the VAE scale 0.4
 `latent_formats.HunyuanVideo`); its mask becomes a latent-size 0..1 multiplier the way musubi-tuner
 makes it (grey 8-bit, PIL LANCZOS, / 255); SigLIP sees the fitted image squashed to 384 x 384 (what
 FramePack's Siglip image processor does; ComfyUI's `encode_image(crop=False)`).
+
+One deliberate difference from musubi-tuner: musubi resizes a mask (or the alpha channel) from the
+ORIGINAL image straight to the latent size, while the image itself is cropped to the bucket, so
+the two drift apart when the image's aspect ratio differs from the bucket's. Here the mask is first
+fitted exactly like the image (cover + center crop), then taken to the latent size musubi's way.
+For an image already at the output size both give the same mask.
 """
 from __future__ import annotations
 
