@@ -35,6 +35,7 @@ from comfy_server import REPO_ROOT, ComfyServer, prepare_base_dir  # noqa: E402
 from workflow_api import swap_text_encoder, ui_to_api  # noqa: E402
 
 WORKFLOWS = REPO_ROOT / "example_workflows"
+CPU_RANDOM_RESOLUTION = 320
 # The input images the example workflows' LoadImage nodes name.
 INPUT_IMAGES = ("framepack_start.png", "framepack_reference.png", "framepack_background.png",
                 "framepack_character.png")
@@ -127,7 +128,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reference", help="reference image, e.g. the outfit (default: a synthetic picture)")
     parser.add_argument("--out", default=str(REPO_ROOT / "demo_output"), help="where the output image goes")
     parser.add_argument("--resolution", type=int, default=None,
-                        help="override FramePackEncodeImage's bucket resolution (e.g. 320 for a quicker CPU run)")
+                        help="override FramePackEncodeImage's bucket resolution (default: as in the workflow, 640; "
+                             f"{CPU_RANDOM_RESOLUTION} for random weights on a CPU)")
     parser.add_argument("--steps", type=int, default=None, help="override the sampler's steps")
     parser.add_argument("--cache-dir", default=None, help="where the random-weight files are made once")
     parser.add_argument("--comfy-dir", default=None, help="a ComfyUI checkout to run (default: the set-up's)")
@@ -161,6 +163,11 @@ def main(argv=None) -> int:
         place_user_images(scratch / "input", args.start, args.reference)
 
         cpu = args.cpu or random_weights or not _has_gpu()
+        if cpu and random_weights and args.resolution is None:
+            # the real-size VAE needs minutes (and ~20 GB) for a 640x640 frame on a small CPU
+            args.resolution = CPU_RANDOM_RESOLUTION
+            print(f"  (CPU run: resolution {CPU_RANDOM_RESOLUTION} instead of the workflow's 640 to keep it quick; "
+                  "--resolution 640 for full size)")
         print(f"starting ComfyUI ({find_comfy_dir(args.comfy_dir)}) on the {'CPU' if cpu else 'GPU'} ...")
         with ComfyServer(scratch, cpu=cpu, comfy_dir=args.comfy_dir) as server:
             prompt = build_prompt(workflow, server.get("/object_info"), random_weights, args.resolution, args.steps,
