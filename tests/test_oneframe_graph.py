@@ -203,8 +203,15 @@ def test_real_vae_decode_and_siglip(run_graph, fp_models, images):
     image = out["decode"][0]
     assert image.shape == (1, RES, RES, 3)
     start = out["layout"][0].controls[0]
-    assert start.image_embeds.shape == (1, 729, 1152)
-    assert start.latent.shape == (1, 16, 1, 16, 16)
+    assert start.image_embeds.shape == (1, 729, 1152) and start.image_embeds.std() > 0
+    assert start.pixels.shape == (1, RES, RES, 3)  # the 96 x 96 picture fitted to its 128 x 128 bucket
+    # the control's latent is the VAE's own encoding of the fitted image times the HunyuanVideo scale
+    import comfy.sd
+    import comfy.utils
+    import folder_paths
+
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(folder_paths.get_full_path("vae", fp_models["vae"])))
+    torch.testing.assert_close(start.latent, vae.encode(start.pixels).float() * 0.476986, rtol=1e-4, atol=1e-4)
     no_siglip = latent(run_graph, graph(fp_models, steps=2, layout={"siglip_source": "none"}))
     assert not torch.allclose(out["sampler"][0]["samples"], no_siglip, atol=1e-3)
 
