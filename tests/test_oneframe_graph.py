@@ -176,6 +176,24 @@ def test_kisekaeichi_and_1f_mc_graphs(run_graph, fp_models, images):
     assert out["sampler"][0]["samples"].shape == (1, 16, 1, 16, 16)
 
 
+@pytest.mark.parametrize("preset, line", [
+    ("kijai", "clean 1x indices: [0, 13]"),
+    ("plusone", "clean 1x indices: [0, 10, 10]"),
+    ("eichi", "clean 1x indices: [0, 13, 10]"),
+])
+def test_compatibility_presets_run(run_graph, fp_models, images, preset, line):
+    out = run_graph(graph(fp_models, preset=preset, ref="fp_ref.png"), outputs_of=["layout", "sampler"])
+    assert line in out["layout"][1]
+    assert out["sampler"][0]["samples"].shape == (1, 16, 1, 16, 16)
+
+
+def test_kijai_ignores_the_reference_mask_as_kijai_does(run_graph, fp_models, images):
+    plain = latent(run_graph, graph(fp_models, preset="kijai", ref="fp_ref.png"))
+    out = run_graph(graph(fp_models, preset="kijai", ref="fp_ref.png", ref_mask=0.5), outputs_of=["layout", "sampler"])
+    assert "control 1's mask is not applied" in out["layout"][1]
+    torch.testing.assert_close(out["sampler"][0]["samples"], plain)
+
+
 def test_sweep_runs_layouts_in_one_batch(run_graph, fp_models, images):
     prompt = graph(fp_models)
     prompt["sweep"] = {"class_type": "FramePackLayoutSweep",
