@@ -331,8 +331,8 @@ def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_
         vref = state.get("velocity", {}).get(("reference", name))
         if vref is not None:
             r["velocity_rel_err_vs_reference"] = _rel(v, vref)
-        vb = state.get("velocity", {}).get(("ours", name))
-        if vb is not None and key != "ours":
+        vb = state.get("velocity", {}).get(("ours_apply_model" if through_apply_model else "ours", name))
+        if vb is not None and key not in ("ours", "ours_apply_model"):
             r["velocity_rel_err_vs_ours_bf16"] = _rel(v, vb)
         r["velocity_finite"] = bool(torch.isfinite(v).all())
         r["achieved_tflops"] = r["tflop"] / r["forward"]["median_ms"] * 1e3
@@ -406,6 +406,22 @@ def section_ours_compiled(R, state, layouts, iters):
     _profile(R, state, "profile_ours_compiled", p2, layouts[0])
 
 
+def section_ours_cudagraphs(R, state, layouts, iters):
+    """Lever: the compiled blocks with CUDA graphs (torch.compile mode 'reduce-overhead'), to remove
+    launch gaps and per-block Python/guard overhead. Forward time only, kisekaeichi."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    patcher = state.get("ours") or build_ours(_weights(state))
+    p3 = patcher.clone()
+    set_torch_compile_wrapper(p3, backend="inductor", mode="reduce-overhead", dynamic=False,
+                              keys=_block_keys(p3.model.diffusion_model))
+    _expose_wrappers(p3)
+    _measure_ours(R, state, "ours_compiled_cudagraphs", p3, [l for l in layouts if l == "kisekaeichi"], iters,
+                  sampler=False, through_apply_model=True)
+    del p3
+    torch._dynamo.reset()
+
+
 def section_ours_apply_model(R, state, layouts, iters):
     """Eager through BaseModel.apply_model (ComfyUI's casts and wrappers), as the sampler calls it."""
     patcher = state.get("ours") or build_ours(_weights(state))
@@ -466,6 +482,42 @@ def fp8_state_dict(sd: dict) -> dict:
     return {k: (v.to(torch.float8_e4m3fn) if v.ndim >= 2 and "norm" not in k else v) for k, v in sd.items()}
 
 
+def scaled_fp8_model(sd: dict):
+    """Per-tensor scaled fp8 (ComfyUI's scaled-fp8 format): each Linear weight divided by
+    amax/448 before the e4m3fn cast, the scale kept as `<layer>.scale_weight`; run through
+    comfy.ops.scaled_fp8_ops(fp8_matrix_mult=True) (torch._scaled_mm with the weight scale).
+    Norm-named Linears stay bf16 (scale 1), convs are a plain cast, as in the unscaled recipe."""
+    import comfy.ops
+
+    ops = comfy.ops.scaled_fp8_ops(fp8_matrix_mult=True, scale_input=False)
+    cm, model_mod = _core("comfy_model"), _core("model")
+    mc = cm.FramePackModelConfig.from_config(model_mod.infer_config({k: v.shape for k, v in sd.items()}))
+    mc.set_inference_dtype(torch.float8_e4m3fn, torch.bfloat16)
+    mc.custom_operations = ops
+    with torch.device("meta"):
+        probe = mc.get_model({}, "", device=torch.device("meta"))
+    linears = {n for n, m in probe.diffusion_model.named_modules() if isinstance(m, torch.nn.Linear)}
+    del probe
+    out = {}
+    for k, v in sd.items():
+        mod, leaf = k.rsplit(".", 1)
+        if k == "proj_out.weight":
+            out[k] = v  # the float32 output head: fp8_linear refuses fp32 out with a bias; keep bf16
+        elif v.ndim >= 2 and "norm" not in k:
+            if mod in linears and leaf == "weight":
+                scale = (v.abs().amax().float() / 448.0).clamp(min=1e-12)
+                out[k] = (v.float() / scale).to(torch.float8_e4m3fn)
+                out[mod + ".scale_weight"] = scale
+            else:
+                out[k] = v.to(torch.float8_e4m3fn)
+        else:
+            out[k] = v
+    dev = next(iter(sd.values())).device
+    for mod in linears:
+        out.setdefault(mod + ".scale_weight", torch.ones((), device=dev, dtype=torch.float32))
+    return build_ours(out, operations=ops, weight_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+
+
 def section_fp8(R, state, layouts, iters):
     """fp8 weights two ways: the loader's default (comfy.ops.manual_cast: fp8 storage, each weight
     cast to bf16 when its layer runs) and ComfyUI's fp8 matmul ops (comfy.ops.fp8_ops, what
@@ -496,6 +548,11 @@ def section_fp8(R, state, layouts, iters):
         del p
         gc.collect()
         torch.cuda.empty_cache()
+    p = scaled_fp8_model(sd)
+    _measure_ours(R, state, "fp8_scaled_per_tensor", p, [l for l in layouts if l == "kisekaeichi"], iters)
+    del p
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 def section_batch(R, state, layouts, iters):
@@ -514,7 +571,8 @@ def section_batch(R, state, layouts, iters):
         log(f"batch {b}: {sec:.2f} s per 25-step batch, {b / sec:.3f} images/s")
 
 
-def _lowvram_run(R, key, sd_cpu, budget_gib, operations=None, weight_dtype=None, compute_dtype=None, ref_latent=None):
+def _lowvram_run(R, key, sd_cpu, budget_gib, operations=None, weight_dtype=None, compute_dtype=None, ref_latent=None,
+                 declare: float = 2.0):
     import comfy.model_management as mm
 
     patcher = build_ours(sd_cpu, operations=operations, weight_dtype=weight_dtype, compute_dtype=compute_dtype)
@@ -527,7 +585,21 @@ def _lowvram_run(R, key, sd_cpu, budget_gib, operations=None, weight_dtype=None,
     old_reserve = mm.EXTRA_RESERVED_VRAM
     mm.EXTRA_RESERVED_VRAM = int(total - used_by_others - budget_gib * 2**30) + old_reserve
     torch.cuda.set_per_process_memory_fraction(min(1.0, (budget_gib * 2**30 + torch.cuda.memory_allocated()) / total))
-    r = dict(budget_gib=budget_gib, reserve_gib=mm.EXTRA_RESERVED_VRAM / 2**30)
+    r = dict(budget_gib=budget_gib, reserve_gib=mm.EXTRA_RESERVED_VRAM / 2**30, declared_activation_memory=declare)
+    orig_load = mm.load_models_gpu
+    if declare:
+        need = int(declare * 2**30)
+        r["declared_gib"] = declare
+
+        def load_declared(models, memory_required=0, **kw):
+            # What ComfyUI's own samplers do (sampler_helpers.prepare_sampling): tell model
+            # management how much activation memory the run needs, so partial loading leaves it free.
+            if memory_required == 0:
+                memory_required = need
+                kw.setdefault("minimum_memory_required", need)
+            return orig_load(models, memory_required=memory_required, **kw)
+
+        mm.load_models_gpu = load_declared
     try:
         with torch.inference_mode():
             first, _ = run_sampler(patcher, "kisekaeichi", steps=1)  # partial load + pinning happen here
@@ -535,12 +607,14 @@ def _lowvram_run(R, key, sd_cpu, budget_gib, operations=None, weight_dtype=None,
             torch.cuda.reset_peak_memory_stats()
             sec, lat = run_sampler(patcher, "kisekaeichi")
         r.update(seconds_per_image=sec, peak_gib=torch.cuda.max_memory_allocated() / 2**30,
+                 resident_after_run_gib=torch.cuda.memory_allocated() / 2**30,
                  loaded_gib=patcher.loaded_size() / 2**30 if hasattr(patcher, "loaded_size") else None)
         if ref_latent is not None:
             r["final_latent_rel_err_vs_resident"] = _rel(lat, ref_latent)
     except Exception as e:
         r["error"] = f"{type(e).__name__}: {str(e)[:500]}"
     finally:
+        mm.load_models_gpu = orig_load
         torch.cuda.set_per_process_memory_fraction(1.0)
         mm.EXTRA_RESERVED_VRAM = old_reserve
         mm.unload_all_models()

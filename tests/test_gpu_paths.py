@@ -38,6 +38,8 @@ def _run(tmp_path: Path, *extra: str, timeout: int) -> dict:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *extra], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"bench/gpu_paths.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    if os.environ.get("FP1F_GPU_PATHS_OUT"):  # keep the numbers (bench/README.md quotes them)
+        Path(os.environ["FP1F_GPU_PATHS_OUT"]).write_text(out.read_text())
     return json.loads(out.read_text())
 
 
