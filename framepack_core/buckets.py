@@ -54,7 +54,8 @@ def output_size(image_h: int, image_w: int, resolution: int = 640, width: int = 
                                  f"16-pixel patches), or 0 to use the resolution bucket")
         return int(height), int(width)
     if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
-        raise ValueError(f"{node}: input 'resolution' is {resolution}; allowed range {MIN_RESOLUTION}..{MAX_RESOLUTION}")
+        raise ValueError(f"{node}: input 'resolution' is {resolution}; "
+                         f"allowed range {MIN_RESOLUTION}..{MAX_RESOLUTION}")
     return find_nearest_bucket(image_h, image_w, resolution)
 
 

@@ -135,7 +135,7 @@ class FramePackLayoutSweep(io.ComfyNode):
     @classmethod
     def execute(cls, layout, vary, values) -> io.NodeOutput:
         node = "FramePackLayoutSweep"
-        if not isinstance(layout, fp_layout.OneFrameLayout):
+        if hasattr(layout, "layouts") or not hasattr(layout, "options"):
             raise ValueError(f"{node}: input 'layout' must come from FramePackOneFrameLayout (not another sweep)")
         sweep = fp_layout.sweep_layouts(layout, vary, fp_layout.parse_sweep_values(values, node), node)
         for lay in sweep.layouts:

@@ -6,7 +6,6 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..framepack_core import sampler as fp_sampler
-from ..framepack_core.layout import LayoutSweep, OneFrameLayout
 
 Layout = io.Custom("FRAMEPACK_LAYOUT")
 
@@ -55,7 +54,7 @@ class FramePackOneFrameSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, layout, seed, steps, distilled_guidance, cfg, guidance_rescale,
                 shift, solver, batch_size) -> io.NodeOutput:
         node = "FramePackOneFrameSampler"
-        if not isinstance(layout, (OneFrameLayout, LayoutSweep)) or not layout_controls(layout):
+        if not (hasattr(layout, "clean") or hasattr(layout, "layouts")) or not layout_controls(layout):
             raise ValueError(f"{node}: input 'layout' must come from FramePackOneFrameLayout or FramePackLayoutSweep")
         fp_sampler.check_framepack_model(model, node)
         callback = latent_preview.prepare_callback(model, steps)
@@ -67,7 +66,8 @@ class FramePackOneFrameSampler(io.ComfyNode):
 
 
 def layout_controls(layout):
-    if isinstance(layout, LayoutSweep):
+    """The controls a layout (or a sweep of layouts) carries from FramePackOneFrameLayout."""
+    if hasattr(layout, "layouts"):
         return layout.controls or (layout.layouts[0].controls if layout.layouts else None)
     return layout.controls
 
