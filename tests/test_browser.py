@@ -157,6 +157,9 @@ def test_layout_drawing_follows_the_widgets(browser_results, served):
             box = (0, top, a.size[0], min(a.size[1], b.size[1]))
             diff = ImageChops.difference(a.crop(box), b.crop(box)).getbbox()
             assert diff is not None, f"{name}: the layout drawing did not change"
+            # a real mouse click on the widget's increment arrow: value +1, redrawn from the route
+            assert lay["clickedValue"] == lay["widgets"][lay["change"]] + 1
+            assert lay["clicked"]["error"] is None and lay["clicked"]["layout"][lay["change"]] == lay["clickedValue"]
             checked += 1
     assert checked == len(EXAMPLES)
     kis = browser_results["workflows"]["framepack_kisekaeichi"]["layouts"][0]["before"]

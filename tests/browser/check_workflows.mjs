@@ -95,7 +95,23 @@ try {
       }, [id, change, node.widgets[change]]);
       await waitLayout(id, `(s) => s.request && s.request.widgets[${JSON.stringify(change)}] === ${JSON.stringify(node.widgets[change])}`);
       const drawTop = await drawingTop(id);
-      r.layouts.push({ id, widgets: node.widgets, change, newValue, before, after, shotBefore, shotAfter, drawTop });
+
+      // the same through the real UI: a mouse click on the widget's increment arrow
+      await focusGraph(page, node.pos[0], node.pos[1] - 40, 1, 300, 150);
+      const arrow = await page.evaluate(([id, change]) => {
+        const n = window.app.graph.getNodeById(id);
+        const w = n.widgets.find((w) => w.name === change);
+        const ds = window.app.canvas.ds;
+        const rect = window.app.canvas.canvas.getBoundingClientRect();
+        return { x: rect.left + (n.pos[0] + n.size[0] - 20 + ds.offset[0]) * ds.scale,
+          y: rect.top + (n.pos[1] + (w.y ?? w.last_y) + 10 + ds.offset[1]) * ds.scale };
+      }, [id, change]);
+      await page.mouse.click(arrow.x, arrow.y);
+      const clickedValue = await page.evaluate(([id, change]) =>
+        window.app.graph.getNodeById(id).widgets.find((w) => w.name === change).value, [id, change]);
+      const clicked = await waitLayout(id, `(s) => s.request && s.request.widgets[${JSON.stringify(change)}] === ${clickedValue}`);
+      r.layouts.push({ id, widgets: node.widgets, change, newValue, before, after, shotBefore, shotAfter, drawTop,
+        clickedValue, clicked });
     }
     await fitAll(page);
     await page.waitForTimeout(300);
