@@ -162,6 +162,13 @@ def test_layout_drawing_follows_the_widgets(browser_results, served):
             assert lay["clicked"]["error"] is None and lay["clicked"]["layout"][lay["change"]] == lay["clickedValue"]
             checked += 1
     assert checked == len(EXAMPLES)
+    # unplugging the control list from the layout node redraws it for the start image alone
+    for name in ("framepack_kisekaeichi", "framepack_1f_mc", "framepack_kisekaeichi_lora_stack"):
+        lay = browser_results["workflows"][name]["layouts"][0]
+        assert lay["before"]["request"]["num_controls"] == 2
+        unplugged = lay["unplugged"]
+        assert unplugged["layout"]["num_controls"] == 1
+        assert [c["control"] for c in unplugged["layout"]["clean"] if c["kind"] == "control"] == [0]
     kis = browser_results["workflows"]["framepack_kisekaeichi"]["layouts"][0]["before"]
     assert kis["request"]["num_controls"] == 2  # the control chain was counted in the browser
     assert [c["index"] for c in kis["layout"]["clean"]] == [0, 10] and kis["layout"]["target_index"] == 1

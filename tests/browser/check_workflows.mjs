@@ -117,6 +117,19 @@ try {
     await page.waitForTimeout(300);
     r.screenshots.workflow = path.join(outDir, `${name}.png`);
     await page.screenshot({ path: r.screenshots.workflow });
+
+    // a connection change redraws too: unplug the further controls from the layout node
+    for (const lay of r.layouts) {
+      const unplugged = await page.evaluate((id) => {
+        const n = window.app.graph.getNodeById(id);
+        const slot = n.inputs.findIndex((i) => i.name === "controls");
+        if (slot < 0 || n.inputs[slot].link == null) return false;
+        n.disconnectInput(slot);
+        window.app.canvas.setDirty(true, true);
+        return true;
+      }, lay.id);
+      if (unplugged) lay.unplugged = await waitLayout(lay.id, "(s) => s.request && s.request.num_controls === 1");
+    }
   }
 } catch (e) {
   results.fatal = String(e?.stack || e);
