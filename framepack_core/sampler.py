@@ -47,7 +47,8 @@ def initial_noise(seed: int, batch: int, latent_h: int, latent_w: int,
     seed + j (or seeds[j] when given)."""
     samples = []
     for j in range(batch):
-        g = torch.Generator("cpu").manual_seed(int(seed) + j if seeds is None else int(seeds[j]))
+        s = int(seed) + j if seeds is None else int(seeds[j])
+        g = torch.Generator("cpu").manual_seed(s % 2**64)  # the seed widget goes up to 2**64 - 1
         samples.append(torch.randn((1, LATENT_CHANNELS, 1, latent_h, latent_w), generator=g, dtype=torch.float32))
     return torch.cat(samples, dim=0)
 

@@ -59,6 +59,9 @@ def test_noise_is_cpu_randn_per_seed():
     for j in range(3):
         g = torch.Generator("cpu").manual_seed(1234 + j)
         torch.testing.assert_close(noise[j:j + 1], torch.randn((1, 16, 1, 6, 10), generator=g), rtol=0, atol=0)
+    # seeds wrap at 2**64 (the seed widget's maximum is 2**64 - 1)
+    top = initial_noise(2**64 - 1, 2, 2, 2)
+    assert torch.equal(top[1:], initial_noise(0, 1, 2, 2))
     # sample 0 is exactly musubi's single-image noise for the seed
     g = torch.Generator("cpu").manual_seed(1234)
     assert torch.equal(noise[:1], torch.randn((1, 16, 1, 6, 10), generator=g))
