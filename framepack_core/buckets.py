@@ -47,6 +47,10 @@ def find_nearest_bucket(h: int, w: int, resolution: int = 640) -> tuple[int, int
 def output_size(image_h: int, image_w: int, resolution: int = 640, width: int = 0, height: int = 0,
                 node: str = "FramePackEncodeImage") -> tuple[int, int]:
     """(height, width) of the output: explicit width/height when both are given, else the bucket."""
+    if bool(width) != bool(height):
+        given, missing = ("width", "height") if width else ("height", "width")
+        raise ValueError(f"{node}: input '{given}' is set but '{missing}' is 0: give both (multiples of 16) for an "
+                         f"explicit size, or leave both at 0 to use the resolution bucket")
     if width and height:
         for name, v in (("width", width), ("height", height)):
             if v % 16 or v < 16:

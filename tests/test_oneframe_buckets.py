@@ -55,6 +55,8 @@ def test_output_size_explicit_and_errors():
     assert output_size(300, 500, 640) == find_nearest_bucket(300, 500, 640)
     with pytest.raises(ValueError, match="FramePackEncodeImage: input 'width' is 500; it must be a multiple of 16"):
         output_size(300, 500, 640, width=500, height=320)
+    with pytest.raises(ValueError, match="input 'width' is set but 'height' is 0"):
+        output_size(300, 500, 640, width=512)
     with pytest.raises(ValueError, match="input 'resolution' is 64; allowed range 128..2048"):
         output_size(300, 500, 64)
 
