@@ -50,6 +50,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class ComfyHTTPError(RuntimeError):
+    """An HTTP error answer from the server; `details` is its JSON body (or the raw text)."""
+
+    def __init__(self, path: str, code: int, body: str):
+        try:
+            self.details = json.loads(body)
+        except ValueError:
+            self.details = body
+        super().__init__(f"POST {path} -> HTTP {code}: {body[:4000]}")
+
+
 class ComfyServer:
     """`python main.py` from the ComfyUI folder, rooted at `base`; stop() ends it."""
 
@@ -57,10 +68,10 @@ class ComfyServer:
         self.base = Path(base)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.base / "comfyui.log"
+        self.log_path = self.base / f"comfyui-{self.port}.log"
         args = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port),
                 "--base-directory", str(self.base), "--disable-api-nodes",
-                "--database-url", f"sqlite:///{self.base}/comfyui.db", *extra_args]
+                "--database-url", f"sqlite:///{self.base}/comfyui-{self.port}.db", *extra_args]
         if cpu:
             args.append("--cpu")
         self._log = open(self.log_path, "wb")
@@ -93,22 +104,39 @@ class ComfyServer:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return json.loads(r.read() or b"{}")
         except urllib.error.HTTPError as e:
-            raise RuntimeError(f"POST {path} -> HTTP {e.code}: {e.read().decode(errors='replace')[:4000]}") from None
+            raise ComfyHTTPError(path, e.code, e.read().decode(errors="replace")) from None
 
-    def run(self, prompt: dict, timeout: float = 1800.0) -> dict:
-        """Queue an API prompt, wait for it, return its /history entry (raises with ComfyUI's error)."""
-        prompt_id = self.post("/prompt", {"prompt": prompt, "client_id": "framepack-demo"})["prompt_id"]
+    def queue(self, prompt: dict, client_id: str = "framepack-oneframe") -> str:
+        """POST an API-format prompt; returns its prompt_id (validation errors raise ComfyHTTPError)."""
+        return self.post("/prompt", {"prompt": prompt, "client_id": client_id})["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 1800.0) -> dict:
+        """Poll /history until the prompt completed or failed; returns its history entry either way."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             entry = self.get(f"/history/{prompt_id}").get(prompt_id)
             status = (entry or {}).get("status", {})
-            if status.get("status_str") == "error":
-                errors = [m for m in status.get("messages", []) if m[0] == "execution_error"]
-                raise RuntimeError(f"the workflow failed: {json.dumps(errors)[:4000]}")
-            if status.get("completed"):
+            if status.get("completed") or status.get("status_str") == "error":
                 return entry
-            time.sleep(0.5)
+            time.sleep(0.2)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout:.0f}s")
+
+    def run(self, prompt: dict, timeout: float = 1800.0) -> dict:
+        """Queue an API prompt, wait for it, return its /history entry (raises with ComfyUI's error)."""
+        entry = self.wait(self.queue(prompt), timeout)
+        status = entry.get("status", {})
+        if status.get("status_str") == "error":
+            errors = [m for m in status.get("messages", []) if m[0] == "execution_error"]
+            raise RuntimeError(f"the workflow failed: {json.dumps(errors)[:4000]}")
+        return entry
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (Linux /proc)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS line in /proc/<pid>/status")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

