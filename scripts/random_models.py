@@ -40,29 +40,9 @@ FILES = {
 LORA_COMMENT = "kisekaeichi one-frame LoRA: target_index=1,control_index=0;10,no_post,no_2x,no_4x"
 LORA_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "proj_mlp", "proj_out")
 
-# The tiny FramePack: real input/output dims, one block of each kind, 2 heads x 16.
-FRAMEPACK_CONFIG = dict(
-    in_channels=16,
-    out_channels=16,
-    num_attention_heads=2,
-    attention_head_dim=16,
-    num_layers=1,
-    num_single_layers=1,
-    num_refiner_layers=1,
-    mlp_ratio=4.0,
-    patch_size=2,
-    patch_size_t=1,
-    qk_norm="rms_norm",
-    guidance_embeds=True,
-    text_embed_dim=4096,
-    pooled_projection_dim=768,
-    rope_theta=256.0,
-    rope_axes_dim=(4, 6, 6),
-    image_condition_type=None,
-    has_image_proj=True,
-    image_proj_dim=1152,
-    has_clean_x_embedder=True,
-)
+# The tiny FramePack of the tests (tests/tiny_framepack.py, 2 heads x 16, one block of each kind)
+# with the real input/output dims, so the real SigLIP and the hunyuan_video conditioning fit it.
+REAL_IO_DIMS = dict(text_embed_dim=4096, pooled_projection_dim=768, image_proj_dim=1152)
 
 
 def default_cache_dir() -> Path:
@@ -128,6 +108,11 @@ def _load_tiny_framepack():
     return module
 
 
+def _tiny_framepack_state_dict() -> dict[str, torch.Tensor]:
+    tiny = _load_tiny_framepack()
+    return tiny.reference_state_dict(4, dict(tiny.TINY_CONFIG, **REAL_IO_DIMS))
+
+
 def _random_lora(framepack_sd: dict[str, torch.Tensor], seed: int, rank: int = 4) -> dict[str, torch.Tensor]:
     """A musubi-tuner-format LoRA (lora_unet_<module>.lora_down/lora_up/alpha) for the tiny FramePack."""
     g = torch.Generator().manual_seed(seed)
@@ -163,9 +148,9 @@ def build_cache(cache_dir: Path | None = None, log=print) -> Path:
         "clip_vision": lambda: _random_state_dict(_siglip_shapes(), seed=2, dtype=torch.float16),
         "text_encoders": lambda: _random_state_dict(_clip_l_shapes(), seed=3, dtype=torch.float16),
         "diffusion_models": lambda: {
-            k: v.to(torch.bfloat16) for k, v in _load_tiny_framepack().reference_state_dict(4, FRAMEPACK_CONFIG).items()
+            k: v.to(torch.bfloat16) for k, v in _tiny_framepack_state_dict().items()
         },
-        "loras": lambda: _random_lora(_load_tiny_framepack().reference_state_dict(4, FRAMEPACK_CONFIG), seed=5),
+        "loras": lambda: _random_lora(_tiny_framepack_state_dict(), seed=5),
     }
     metadata = {"loras": {"ss_base_model_version": "framepack", "ss_training_comment": LORA_COMMENT}}
     # The sizes the files had when made: a file changed since (e.g. something wrote through a link
