@@ -301,7 +301,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_apply_model=False):
     dm = patcher.model.diffusion_model
     base = patcher.model
-    topts = patcher.model_options.get("transformer_options", {})
+    topts = _transformer_options(patcher)
     res = R.data.get(key, {})
     for name in layouts:
         inp = H.make_inputs(H.LAYOUTS[name], seed=1)
@@ -377,15 +377,17 @@ def _block_keys(dm):
             + [f"diffusion_model.single_transformer_blocks.{i}" for i in range(len(dm.single_transformer_blocks))])
 
 
-def _expose_wrappers(patcher):
-    """Copy the patcher's wrappers into model_options["transformer_options"], as ComfyUI's own
-    `sampler_helpers.prepare_model_patcher` does before sampling. framepack_core.sampler (as of
-    this run) builds transformer_options from model_options only, so without this a MODEL from
-    ComfyUI's TorchCompileModel node would run uncompiled."""
+def _transformer_options(patcher) -> dict:
+    """transformer_options with the patcher's wrappers and callbacks merged in, as ComfyUI's
+    sampler_helpers.prepare_model_patcher (and framepack_core.sampler) build them before sampling,
+    so a direct apply_model call sees e.g. the torch.compile wrapper."""
     import comfy.patcher_extension as pe
 
-    topts = patcher.model_options.setdefault("transformer_options", {})
-    pe.merge_nested_dicts(topts.setdefault("wrappers", {}), patcher.wrappers, copy_dict1=False)
+    topts = dict(patcher.model_options.get("transformer_options", {}))
+    for key in ("wrappers", "callbacks"):
+        merged = pe.merge_nested_dicts({}, topts.get(key, {}))
+        topts[key] = pe.merge_nested_dicts(merged, getattr(patcher, key, {}) or {})
+    return topts
 
 
 def section_ours_compiled(R, state, layouts, iters):
@@ -399,7 +401,6 @@ def section_ours_compiled(R, state, layouts, iters):
     patcher = state.get("ours") or build_ours(_weights(state))
     p2 = patcher.clone()
     set_torch_compile_wrapper(p2, backend="inductor", dynamic=False, keys=_block_keys(p2.model.diffusion_model))
-    _expose_wrappers(p2)
     state["ours_compiled"] = p2
     _measure_ours(R, state, "ours_compiled", p2, layouts, iters, through_apply_model=True)
     state["compile_ok"] = R.data["ours_compiled"][layouts[0]]["first_call_s"] > 5
@@ -415,7 +416,6 @@ def section_ours_cudagraphs(R, state, layouts, iters):
     p3 = patcher.clone()
     set_torch_compile_wrapper(p3, backend="inductor", mode="reduce-overhead", dynamic=False,
                               keys=_block_keys(p3.model.diffusion_model))
-    _expose_wrappers(p3)
     _measure_ours(R, state, "ours_compiled_cudagraphs", p3, [l for l in layouts if l == "kisekaeichi"], iters,
                   sampler=False, through_apply_model=True)
     del p3
@@ -435,7 +435,7 @@ def _profile(R, state, key, patcher, name):
 
     base, inp = patcher.model, H.make_inputs(H.LAYOUTS[name], seed=1)
     kw = ours_kwargs(inp)
-    topts = patcher.model_options.get("transformer_options", {})
+    topts = _transformer_options(patcher)
     fwd = lambda: base.apply_model(inp["x"], inp["timestep"] / 1000, c_crossattn=inp["context"],  # noqa: E731
                                    transformer_options=topts, **kw)
     fwd()
@@ -538,7 +538,6 @@ def section_fp8(R, state, layouts, iters):
 
             p2 = p.clone()
             set_torch_compile_wrapper(p2, backend="inductor", dynamic=False, keys=_block_keys(p2.model.diffusion_model))
-            _expose_wrappers(p2)
             try:
                 _measure_ours(R, state, "fp8_scaled_mm_compiled", p2, [l for l in layouts if l == "kisekaeichi"],
                               iters, through_apply_model=True)
@@ -571,8 +570,7 @@ def section_batch(R, state, layouts, iters):
         log(f"batch {b}: {sec:.2f} s per 25-step batch, {b / sec:.3f} images/s")
 
 
-def _lowvram_run(R, key, sd_cpu, budget_gib, operations=None, weight_dtype=None, compute_dtype=None, ref_latent=None,
-                 declare: float = 2.0):
+def _lowvram_run(R, key, sd_cpu, budget_gib, operations=None, weight_dtype=None, compute_dtype=None, ref_latent=None):
     import comfy.model_management as mm
 
     patcher = build_ours(sd_cpu, operations=operations, weight_dtype=weight_dtype, compute_dtype=compute_dtype)
@@ -585,21 +583,9 @@ def _lowvram_run(R, key, sd_cpu, budget_gib, operations=None, weight_dtype=None,
     old_reserve = mm.EXTRA_RESERVED_VRAM
     mm.EXTRA_RESERVED_VRAM = int(total - used_by_others - budget_gib * 2**30) + old_reserve
     torch.cuda.set_per_process_memory_fraction(min(1.0, (budget_gib * 2**30 + torch.cuda.memory_allocated()) / total))
-    r = dict(budget_gib=budget_gib, reserve_gib=mm.EXTRA_RESERVED_VRAM / 2**30, declared_activation_memory=declare)
-    orig_load = mm.load_models_gpu
-    if declare:
-        need = int(declare * 2**30)
-        r["declared_gib"] = declare
-
-        def load_declared(models, memory_required=0, **kw):
-            # What ComfyUI's own samplers do (sampler_helpers.prepare_sampling): tell model
-            # management how much activation memory the run needs, so partial loading leaves it free.
-            if memory_required == 0:
-                memory_required = need
-                kw.setdefault("minimum_memory_required", need)
-            return orig_load(models, memory_required=memory_required, **kw)
-
-        mm.load_models_gpu = load_declared
+    r = dict(budget_gib=budget_gib, reserve_gib=mm.EXTRA_RESERVED_VRAM / 2**30,
+             alloc_conf=os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
+             sampler_memory_request_gib=patcher.model.memory_required((1, 16, 1, 80, 80)) / 2**30)
     try:
         with torch.inference_mode():
             first, _ = run_sampler(patcher, "kisekaeichi", steps=1)  # partial load + pinning happen here
@@ -614,7 +600,6 @@ def _lowvram_run(R, key, sd_cpu, budget_gib, operations=None, weight_dtype=None,
     except Exception as e:
         r["error"] = f"{type(e).__name__}: {str(e)[:500]}"
     finally:
-        mm.load_models_gpu = orig_load
         torch.cuda.set_per_process_memory_fraction(1.0)
         mm.EXTRA_RESERVED_VRAM = old_reserve
         mm.unload_all_models()

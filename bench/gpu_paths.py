@@ -68,7 +68,7 @@ def main(argv=None) -> int:
               for name in ("kisekaeichi", "oichi_default")}
 
     def velocity(patcher, inp, dtype=torch.bfloat16):
-        topts = patcher.model_options.get("transformer_options", {})
+        topts = B._transformer_options(patcher)
         kw = {k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() and k != "guidance" else v)
               for k, v in B.ours_kwargs(inp).items()}
         # guidance as an integer tensor: ComfyUI's apply_model casts float extras to the compute
@@ -110,7 +110,6 @@ def main(argv=None) -> int:
     pc = base.clone()
     if not args.cpu_smoke:
         set_torch_compile_wrapper(pc, backend="inductor", dynamic=False, keys=B._block_keys(pc.model.diffusion_model))
-        B._expose_wrappers(pc)
     for name, inp in inputs.items():
         vc = velocity(pc, inp)
         res[name]["compiled_vs_bf16"] = _rel(vc, v[name])
