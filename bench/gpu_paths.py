@@ -12,7 +12,8 @@ Paths (each compared on the same random weights and inputs):
 * bf16    eager, through BaseModel.apply_model (what the sampler calls)
 * compiled  each block torch.compile'd through ComfyUI's hook (comfy_api.torch_helpers)
 * fp8_scaled_mm  fp8 e4m3fn weights through comfy.ops.fp8_ops (torch._scaled_mm)
-* fp8_manual_cast  the same fp8 weights cast to bf16 per layer (the loader's default)
+* fp8_manual_cast  the same fp8 weights cast to bf16 per layer (the loader's "fp8_e4m3fn")
+* fp8_fast_loader  a bf16 file through `load_framepack(..., "fp8_e4m3fn_fast")` (the user's path)
 * lowvram  weights in CPU RAM, ComfyUI partial loading with about half of them on the GPU
 and the full sampler (6 UniPC steps) resident vs low-VRAM.
 """
@@ -127,6 +128,23 @@ def main(argv=None) -> int:
         del p8
         gc.collect()
     del sd8
+    # The same through the user's path: a bf16 file loaded by the loader with "fp8_e4m3fn_fast",
+    # which must pick ComfyUI's fp8-matmul layers where the device has fp8 compute.
+    from safetensors.torch import save_file
+
+    bf16_file = Path("fp8_fast_loader_input.safetensors").resolve()
+    save_file({k: t.to(torch.bfloat16).cpu().contiguous() for k, t in sd.items()}, str(bf16_file))
+    pf = B._core("loader").load_framepack(str(bf16_file), "fp8_e4m3fn_fast")
+    mm.load_models_gpu([pf])
+    res["fp8_fast_loader_layer"] = type(pf.model.diffusion_model.transformer_blocks[0].attn.to_q).__module__ + "." + \
+        type(pf.model.diffusion_model.transformer_blocks[0].attn.to_q).__qualname__
+    res["fp8_compute_available"] = bool(mm.supports_fp8_compute(mm.get_torch_device()))
+    for name, inp in inputs.items():
+        res[name]["fp8_fast_loader_vs_bf16"] = _rel(velocity(pf, inp), v[name])
+    mm.unload_all_models()
+    del pf
+    bf16_file.unlink()
+    gc.collect()
     torch.cuda.empty_cache()
     save()
 

@@ -74,7 +74,12 @@ WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
     "fp32": torch.float32,
     "fp8_e4m3fn": torch.float8_e4m3fn,
     "fp8_e5m2": torch.float8_e5m2,
+    # fp8_e4m3fn weights multiplied by Hopper/Ada fp8 matmuls (ComfyUI's fp8_ops, torch._scaled_mm)
+    # instead of being cast up to bf16 first; the same as ComfyUI's UNETLoader "fp8_e4m3fn_fast".
+    # Where the device has no fp8 compute (CPU, older GPUs) it behaves like fp8_e4m3fn.
+    "fp8_e4m3fn_fast": torch.float8_e4m3fn,
 }
+FAST_FP8_WEIGHT_DTYPES = ("fp8_e4m3fn_fast",)
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 # safetensors header dtype names -> torch dtypes this loader accepts.
@@ -464,6 +469,9 @@ def load_framepack(name_or_path: str | os.PathLike, weight_dtype: str = "default
 
     model_config = FramePackModelConfig.from_config(config)
     model_config.set_inference_dtype(storage, compute)
+    if weight_dtype in FAST_FP8_WEIGHT_DTYPES:
+        # BaseModel reads this when it picks the layer family (comfy.ops.pick_operations).
+        model_config.optimizations["fp8"] = True
     if mixed and compute is None:
         # Same compute dtype as the bulk of the weights, but some layers hold another dtype:
         # the manual-cast layers cast those when they run.

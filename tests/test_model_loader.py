@@ -29,6 +29,7 @@ DTYPES = {
     "fp16": torch.float16,
     "fp8_e4m3fn": torch.float8_e4m3fn,
     "fp8_e5m2": torch.float8_e5m2,
+    "fp8_e4m3fn_fast": torch.float8_e4m3fn,
 }
 
 
@@ -150,7 +151,7 @@ def test_list_checkpoints_only_safetensors_and_folders(unet_dir, loader_module):
     assert not [n for n in listed if n.endswith(".ckpt")]
 
 
-@pytest.mark.parametrize("cast_to", ["fp8_e4m3fn", "fp8_e5m2"])
+@pytest.mark.parametrize("cast_to", ["fp8_e4m3fn", "fp8_e5m2", "fp8_e4m3fn_fast"])
 def test_bf16_cast_to_fp8_keeps_norms_and_biases_bf16(run_graph, unet_dir, reference_sd, cast_to):
     name = _unique("fp-bf16-for-fp8") + ".safetensors"
     tiny.save_single_file(unet_dir / name, SEED, dtype=torch.bfloat16)
@@ -168,7 +169,9 @@ def test_bf16_cast_to_fp8_keeps_norms_and_biases_bf16(run_graph, unet_dir, refer
     assert loaded["transformer_blocks.0.attn.norm_q.weight"].dtype == torch.bfloat16
     assert loaded["norm_out.linear.weight"].dtype == torch.bfloat16
     assert patcher.model.diffusion_model.dtype == fp8
-    # fp8 weights are never computed in fp8: ComfyUI's manual-cast layers cast them when they run.
+    # Only "_fast" asks ComfyUI for its fp8-matmul layers (used where the device has fp8 compute);
+    # otherwise ComfyUI's manual-cast layers cast the fp8 weights up when they run.
+    assert patcher.model.model_config.optimizations["fp8"] is cast_to.endswith("_fast")
     assert patcher.model.manual_cast_dtype in (torch.bfloat16, torch.float32)
 
 
@@ -433,7 +436,7 @@ def test_unsupported_weight_dtype(run_graph, unet_dir, loader_module):
     tiny.save_single_file(unet_dir / name, SEED)
     with pytest.raises(loader_module.FramePackLoadError,
                        match=r"^FramePackModelLoader: weight_dtype 'int8': not a supported weight dtype; expected one "
-                             r"of default, bf16, fp16, fp32, fp8_e4m3fn, fp8_e5m2$"):
+                             r"of default, bf16, fp16, fp32, fp8_e4m3fn, fp8_e5m2, fp8_e4m3fn_fast$"):
         loader_module.load_framepack(name, "int8")
     text = _graph_error(run_graph, name, "int8")
     assert "weight_dtype" in text and "int8" in text
