@@ -156,27 +156,26 @@ def hunyuan_fused_lora(shapes, rank, seed, naming="musubi", dtype=torch.float32)
 # LoRAs for other models (for the "this looks like a LoRA for X" errors)
 # --------------------------------------------------------------------------------------------
 
-def sdxl_lora(rank=4):
-    g = torch.Generator().manual_seed(1)
+def _kohya_lora(seed: int, rows: int, modules_and_cols, rank: int) -> dict[str, torch.Tensor]:
+    """lora_down / lora_up / alpha triples for kohya-named modules of another model."""
+    g = torch.Generator().manual_seed(seed)
     sd = {}
-    for name, cols in (("lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k", 2048),
-                       ("lora_te2_text_model_encoder_layers_0_self_attn_q_proj", 1280)):
+    for name, cols in modules_and_cols:
         sd[f"{name}.lora_down.weight"] = _randn(g, rank, cols)
-        sd[f"{name}.lora_up.weight"] = _randn(g, 640, rank)
+        sd[f"{name}.lora_up.weight"] = _randn(g, rows, rank)
         sd[f"{name}.alpha"] = torch.tensor(float(rank))
     return sd
+
+
+def sdxl_lora(rank=4):
+    return _kohya_lora(1, 640, (("lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k", 2048),
+                                ("lora_te2_text_model_encoder_layers_0_self_attn_q_proj", 1280)), rank)
 
 
 def sd15_lora(rank=4):
     """kohya SD 1.5 naming (diffusers UNet module paths); cross-attention reads 768-wide CLIP text."""
-    g = torch.Generator().manual_seed(4)
-    sd = {}
-    for name, cols in (("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", 768),
-                       ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", 320)):
-        sd[f"{name}.lora_down.weight"] = _randn(g, rank, cols)
-        sd[f"{name}.lora_up.weight"] = _randn(g, 320, rank)
-        sd[f"{name}.alpha"] = torch.tensor(float(rank))
-    return sd
+    return _kohya_lora(4, 320, (("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k", 768),
+                                ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", 320)), rank)
 
 
 def wan_lora(rank=4):
