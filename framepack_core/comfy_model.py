@@ -149,6 +149,7 @@ def require_framepack_model(model_patcher, node: str, input_name: str = "model")
     else:
         found = f"a {type(model).__name__} model"
     raise NotFramePackModelError(
-        f"{node}: {input_name}: got {found}; expected a FramePack MODEL from the FramePackModelLoader node "
-        "(FramePackI2V_HY / FramePack-F1 weights), not one from Load Diffusion Model / Load Checkpoint"
+        f"{node}: input '{input_name}' is not a FramePack model (got {found}); expected a FramePack MODEL from "
+        "the FramePackModelLoader node (FramePackI2V_HY / FramePack-F1 weights), not one from Load Diffusion "
+        "Model / Load Checkpoint"
     )

@@ -531,13 +531,6 @@ def model_weight_shapes(patcher) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in patcher.model.state_dict().items()}
 
 
-def require_framepack(patcher, node: str, input_name: str = "model"):
-    """The MODEL must be a FramePack one (the check lives with the model wrapper in comfy_model.py)."""
-    from .comfy_model import require_framepack_model
-
-    return require_framepack_model(patcher, node, input_name)
-
-
 def check_strength(strength: float, node: str, input_name: str = "strength") -> float:
     if not isinstance(strength, (int, float)) or not math.isfinite(strength) or not (STRENGTH_MIN <= strength <= STRENGTH_MAX):
         raise ValueError(f"{node}: {input_name} must be a number from {STRENGTH_MIN:g} to {STRENGTH_MAX:g}, got {strength!r}")

@@ -227,21 +227,6 @@ def text_inputs(conditioning, name: str, batch: int, node: str = NODE) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
-def check_framepack_model(model_patcher, node: str = NODE) -> None:
-    ok = None
-    try:
-        from .comfy_model import is_framepack_model
-
-        ok = bool(is_framepack_model(model_patcher))
-    except ImportError:
-        dm = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
-        ok = dm is not None and type(dm).__name__ == "FramePackTransformer"
-    if not ok:
-        what = type(getattr(model_patcher, "model", model_patcher)).__name__
-        raise ValueError(f"{node}: input 'model' is not a FramePack model (got {what}); load the FramePack "
-                         f"transformer with FramePackModelLoader")
-
-
 def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: int, steps: int = 25,
                      distilled_guidance: float = 10.0, cfg: float = 1.0, guidance_rescale: float = 0.0,
                      shift: float = 0.0, solver: str = "unipc_bh1", batch_size: int = 1,
@@ -258,13 +243,14 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
     import comfy.model_management as mm
     import comfy.patcher_extension
 
+    from .comfy_model import require_framepack_model
     from .layout import as_layout_list, check_controls, layout_model_inputs
 
     if solver not in SOLVERS:
         raise ValueError(f"{NODE}: input 'solver' is {solver!r}; allowed: {', '.join(SOLVERS)}")
     if steps < 1:
         raise ValueError(f"{NODE}: input 'steps' is {steps}; allowed 1..")
-    check_framepack_model(model_patcher)
+    require_framepack_model(model_patcher, NODE)
     start_batch = check_controls(controls, NODE)
     layouts = as_layout_list(layout)
     per = start_batch * batch_size

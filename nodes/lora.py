@@ -8,6 +8,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..framepack_core import lora as fp_lora
+from ..framepack_core.comfy_model import require_framepack_model
 
 LoraSettings = io.Custom("FRAMEPACK_LORA_SETTINGS")
 STACK_SLOTS = 5
@@ -70,7 +71,7 @@ class FramePackLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model, lora_name: str, strength: float) -> io.NodeOutput:
         node = "FramePackLoraLoader"
-        fp_lora.require_framepack(model, node)
+        require_framepack_model(model, node)
         strength = fp_lora.check_strength(strength, node)
         patched = model.clone()
         applied = _apply(patched, lora_name, strength, node, "lora_name")
@@ -116,7 +117,7 @@ class FramePackLoraStack(io.ComfyNode):
     @classmethod
     def execute(cls, model, **slots) -> io.NodeOutput:
         node = "FramePackLoraStack"
-        fp_lora.require_framepack(model, node)
+        require_framepack_model(model, node)
         chosen = []
         for i in range(1, STACK_SLOTS + 1):
             name = slots.get(f"lora_name_{i}", NONE)

@@ -6,6 +6,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..framepack_core import sampler as fp_sampler
+from ..framepack_core.comfy_model import require_framepack_model
 
 Layout = io.Custom("FRAMEPACK_LAYOUT")
 
@@ -56,7 +57,7 @@ class FramePackOneFrameSampler(io.ComfyNode):
         node = "FramePackOneFrameSampler"
         if not (hasattr(layout, "clean") or hasattr(layout, "layouts")) or not layout_controls(layout):
             raise ValueError(f"{node}: input 'layout' must come from FramePackOneFrameLayout or FramePackLayoutSweep")
-        fp_sampler.check_framepack_model(model, node)
+        require_framepack_model(model, node)
         callback = latent_preview.prepare_callback(model, steps)
         x0 = fp_sampler.sample_one_frame(model, positive, negative, layout, layout_controls(layout), seed, steps,
                                          distilled_guidance, cfg, guidance_rescale, shift, solver, batch_size,

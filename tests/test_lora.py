@@ -334,7 +334,7 @@ def test_non_framepack_model_is_refused():
     from framepack_oneframe.nodes.lora import FramePackLoraLoader
 
     other = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
-    with pytest.raises(ValueError, match="FramePackLoraLoader: model: .*expected a FramePack MODEL"):
+    with pytest.raises(ValueError, match="FramePackLoraLoader: input 'model' is not a FramePack model .*expected a FramePack MODEL"):
         FramePackLoraLoader.execute(other, "whatever.safetensors", 1.0)
 
 

@@ -327,8 +327,9 @@ def test_is_framepack_model(run_graph, unet_dir):
     other = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
     assert not is_framepack_model(other)
     assert not is_framepack_model("not a model")
-    with pytest.raises(NotFramePackModelError, match=r"FramePackOneFrameSampler: model: got a Linear model; "
-                                                       r"expected a FramePack MODEL from the FramePackModelLoader"):
+    with pytest.raises(NotFramePackModelError, match=r"FramePackOneFrameSampler: input 'model' is not a FramePack model "
+                                                       r"\(got a Linear model\); expected a FramePack MODEL from the "
+                                                       r"FramePackModelLoader"):
         require_framepack_model(other, "FramePackOneFrameSampler")
 
 

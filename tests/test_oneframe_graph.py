@@ -264,10 +264,11 @@ def test_mismatched_batches_are_an_error(run_graph, fp_models, images):
 
 
 def test_not_a_framepack_model_and_empty_conditioning():
-    from framepack_oneframe.framepack_core.sampler import check_framepack_model, text_inputs
+    from framepack_oneframe.framepack_core.comfy_model import require_framepack_model
+    from framepack_oneframe.framepack_core.sampler import text_inputs
 
     with pytest.raises(ValueError, match="FramePackOneFrameSampler: input 'model' is not a FramePack model"):
-        check_framepack_model(object())
+        require_framepack_model(object(), "FramePackOneFrameSampler")
     with pytest.raises(ValueError, match="input 'positive' is empty"):
         text_inputs([], "positive", 1)
     with pytest.raises(ValueError, match="no pooled_output"):
