@@ -406,28 +406,8 @@ def _check_common(layout: OneFrameLayout, causal: bool) -> None:
         w.append(f"target index {t} is far beyond the window (lws={lws}); musubi reports results stable up to ~40")
 
 
-def canonical_layout(num_controls: int, latent_window_size: int = 9, target_index: int | None = None,
-                     control_index: Sequence[int] | str | None = None, no_post: bool = False, no_2x: bool = False,
-                     no_4x: bool = False, siglip: Siglip | None = None, preset: str = "oichi",
-                     node: str = NODE) -> OneFrameLayout:
-    """Spec section 1 exactly (musubi-tuner's `--one_frame_inference` options)."""
-    _check_int(node, "latent_window_size", latent_window_size, 1, MAX_WINDOW, allow_default=False)
-    if target_index is not None:
-        _check_int(node, "target_index", target_index, 0, MAX_INDEX, allow_default=False)
-    indices = parse_index_list(control_index, "control_index", node)
-    warnings: list[str] = []
-    lws = latent_window_size
-    slots = canonical_slots(num_controls, lws, post=not no_post)
-    slots = overwrite_indices(slots, indices, warnings)
-    layout = OneFrameLayout(
-        preset=preset, latent_window_size=lws, target_index=lws if target_index is None else target_index,
-        clean=tuple(slots), clean_2x=Group() if no_2x else group_2x(lws), clean_4x=Group() if no_4x else group_4x(lws),
-        siglip=siglip or Siglip(((0, 1.0),)), num_controls=num_controls, warnings=warnings,
-    )
-    return layout
-
-
-# Preset defaults of the canonical family: (lws, target (None = lws), control_index, post, 2x, 4x)
+# Preset defaults of the canonical family (lws is the widget's, 9 by default): target (None = lws),
+# control_index overwriting the slot indices in order, and whether the post / 2x / 4x groups are present.
 CANONICAL_PRESETS = {
     "oichi": dict(target=None, control_index=[], post=True, g2x=True, g4x=True),
     "kisekaeichi": dict(target=1, control_index=[0, 10], post=False, g2x=False, g4x=False),
