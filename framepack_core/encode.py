@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .buckets import fit_image, fit_mask, output_size
-from .layout import Control, mask_to_latent
+from .layout import Control, check_control_batches, mask_to_latent
 
 NODE = "FramePackEncodeImage"
 MASK_MODES = ("keep where mask is 0 (LoadImage alpha)", "keep where mask is 1")
@@ -99,16 +99,10 @@ def refit_control(control: Control, height: int, width: int, which: str, node: s
 
 def fit_controls(controls: list[Control], node: str) -> tuple[tuple[Control, ...], list[str]]:
     """Check batches and re-fit controls of another size to the start's size; returns (controls, warnings)."""
-    if not controls or controls[0] is None:
-        raise ValueError(f"{node}: input 'start' is missing: connect a FramePackEncodeImage output")
+    check_control_batches(controls, node)  # every check before any re-encoding
     start = controls[0]
-    b = start.batch
     warnings = []
     out = [start]
-    for i, c in enumerate(controls[1:], 1):  # every check before any re-encoding
-        if c.batch not in (1, b):
-            raise ValueError(f"{node}: input 'controls': control {i} has a batch of {c.batch} images but the start "
-                             f"has {b}; use one image or as many as the start")
     for i, c in enumerate(controls[1:], 1):
         if c.latent_hw != start.latent_hw:
             if start.pixels is not None:

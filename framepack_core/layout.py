@@ -226,7 +226,11 @@ class LayoutSweep:
     layouts: list[OneFrameLayout]
     vary: str
     values: list[int]
-    controls: tuple[Control, ...] | None = None
+
+    @property
+    def controls(self) -> tuple[Control, ...] | None:
+        """The controls every layout of the sweep places (the layout node's)."""
+        return self.layouts[0].controls if self.layouts else None
 
     def summary(self) -> str:
         head = f"sweep over {self.vary}: {self.values} ({len(self.layouts)} layouts in one batch)"
@@ -656,8 +660,9 @@ def sweep_layouts(layout: OneFrameLayout, vary: str, values: Sequence[int], node
         lo, hi = (1, MAX_WINDOW) if vary == "latent_window_size" else (0, MAX_INDEX)
         if not lo <= int(v) <= hi:
             raise _err(node, "values", f"has {vary}={v} out of range {lo}..{hi}")
-        layouts.append(resolve_layout(layout.num_controls, node=node, **opts))
-    return LayoutSweep(layouts=layouts, vary=vary, values=[int(v) for v in values], controls=layout.controls)
+        layouts.append(dataclasses.replace(resolve_layout(layout.num_controls, node=node, **opts),
+                                           controls=layout.controls))
+    return LayoutSweep(layouts=layouts, vary=vary, values=[int(v) for v in values])
 
 
 def parse_sweep_values(text: str, node: str = "FramePackLayoutSweep") -> list[int]:
@@ -697,20 +702,52 @@ def _rows(t: torch.Tensor, rows: list[int]) -> torch.Tensor:
     return t[rows]
 
 
-def check_controls(controls: Sequence[Control], node: str = NODE) -> int:
-    """Controls must share latent size and have batch 1 or the start's batch; returns the start batch."""
-    if not controls:
+def check_control_batches(controls: Sequence[Control], node: str = NODE) -> int:
+    """Every control must have batch 1 or the start's batch; returns the start batch."""
+    if not controls or controls[0] is None:
         raise _err(node, "start", "is missing: connect a FramePackEncodeImage output as the start image")
     b = controls[0].batch
-    hw = controls[0].latent_hw
     for i, c in enumerate(controls[1:], 1):
         if c.batch not in (1, b):
             raise _err(node, "controls", f"control {i} has a batch of {c.batch} images but the start has {b}; "
                                          f"use one image or as many as the start")
+    return b
+
+
+def check_controls(controls: Sequence[Control], node: str = NODE) -> int:
+    """Controls must share latent size and have batch 1 or the start's batch; returns the start batch."""
+    b = check_control_batches(controls, node)
+    hw = controls[0].latent_hw
+    for i, c in enumerate(controls[1:], 1):
         if c.latent_hw != hw:
             raise _err(node, "controls", f"control {i} has latent size {c.latent_hw} but the start has {hw}; "
                                          f"fit it to the start's size first")
     return b
+
+
+def attach_controls(layout: OneFrameLayout, controls: Sequence[Control], fit_warnings: Sequence[str] = ()
+                    ) -> OneFrameLayout:
+    """`layout` carrying `controls` (the layout node's output), with the warnings only the controls
+    can tell: re-fits, a SigLIP source without an embedding, masks the preset leaves unapplied."""
+    warnings = list(fit_warnings) + list(layout.warnings)
+    for c, _ in layout.siglip.weights:
+        if controls[c].image_embeds is None:
+            warnings.append(f"SigLIP source {'start' if c == 0 else f'control {c}'} has no embedding (no CLIP vision "
+                            f"connected to its FramePackEncodeImage): the model runs without image tokens, which "
+                            f"FramePack was not trained for")
+            break
+    for s in layout.clean:
+        if s.kind == "control" and not s.mask and controls[s.control].mask is not None:
+            warnings.append(f"{s.label}'s mask is not applied (as in {layout.preset})")
+    return dataclasses.replace(layout, controls=tuple(controls), warnings=warnings)
+
+
+def layout_controls(layout) -> tuple[Control, ...] | None:
+    """The controls a layout or a sweep carries from the layout node; None for anything else
+    (duck-typed like `as_layout_list`)."""
+    if hasattr(layout, "layouts") or (hasattr(layout, "clean") and hasattr(layout, "target_index")):
+        return getattr(layout, "controls", None)
+    return None
 
 
 def as_layout_list(layout) -> list[OneFrameLayout]:

@@ -1,8 +1,6 @@
 """FramePackOneFrameLayout (the configurator) and FramePackLayoutSweep (several layouts in one batch)."""
 from __future__ import annotations
 
-import dataclasses
-
 from comfy_api.latest import io, ui
 
 from ..framepack_core import layout as fp_layout
@@ -92,18 +90,7 @@ class FramePackOneFrameLayout(io.ComfyNode):
             use_clean_latents_4x=use_clean_latents_4x, siglip_source=siglip_source, siglip_mix=siglip_mix,
             lora_settings=lora_settings, node=node,
         )
-        all_controls, fit_warnings = fit_controls(given, node)
-        layout.warnings[:0] = fit_warnings
-        for c, _ in layout.siglip.weights:
-            if all_controls[c].image_embeds is None:
-                layout.warnings.append(f"SigLIP source {'start' if c == 0 else f'control {c}'} has no embedding "
-                                       f"(no CLIP vision connected to its FramePackEncodeImage): the model runs "
-                                       f"without image tokens, which FramePack was not trained for")
-                break
-        for s in layout.clean:
-            if s.kind == "control" and not s.mask and all_controls[s.control].mask is not None:
-                layout.warnings.append(f"{s.label}'s mask is not applied (as in {layout.preset})")
-        layout = dataclasses.replace(layout, controls=all_controls)
+        layout = fp_layout.attach_controls(layout, *fit_controls(given, node))
         text = layout.summary()
         return io.NodeOutput(layout, text, ui=ui.PreviewText(text))
 
@@ -138,8 +125,6 @@ class FramePackLayoutSweep(io.ComfyNode):
         if hasattr(layout, "layouts") or not hasattr(layout, "options"):
             raise ValueError(f"{node}: input 'layout' must come from FramePackOneFrameLayout (not another sweep)")
         sweep = fp_layout.sweep_layouts(layout, vary, fp_layout.parse_sweep_values(values, node), node)
-        for lay in sweep.layouts:
-            lay.controls = layout.controls
         text = sweep.summary()
         return io.NodeOutput(sweep, text, ui=ui.PreviewText(text))
 

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..framepack_core import sampler as fp_sampler
 from ..framepack_core.comfy_model import require_framepack_model
+from ..framepack_core.layout import layout_controls
 
 Layout = io.Custom("FRAMEPACK_LAYOUT")
 
@@ -55,22 +56,16 @@ class FramePackOneFrameSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, layout, seed, steps, distilled_guidance, cfg, guidance_rescale,
                 shift, solver, batch_size) -> io.NodeOutput:
         node = "FramePackOneFrameSampler"
-        if not (hasattr(layout, "clean") or hasattr(layout, "layouts")) or not layout_controls(layout):
+        controls = layout_controls(layout)
+        if not controls:
             raise ValueError(f"{node}: input 'layout' must come from FramePackOneFrameLayout or FramePackLayoutSweep")
-        require_framepack_model(model, node)
+        require_framepack_model(model, node)  # before prepare_callback reads the model's latent format
         callback = latent_preview.prepare_callback(model, steps)
-        x0 = fp_sampler.sample_one_frame(model, positive, negative, layout, layout_controls(layout), seed, steps,
+        x0 = fp_sampler.sample_one_frame(model, positive, negative, layout, controls, seed, steps,
                                          distilled_guidance, cfg, guidance_rescale, shift, solver, batch_size,
                                          callback=callback)
         samples = comfy.latent_formats.HunyuanVideo().process_out(x0).cpu()
         return io.NodeOutput({"samples": samples})
-
-
-def layout_controls(layout):
-    """The controls a layout (or a sweep of layouts) carries from FramePackOneFrameLayout."""
-    if hasattr(layout, "layouts"):
-        return layout.controls or (layout.layouts[0].controls if layout.layouts else None)
-    return layout.controls
 
 
 NODES = [FramePackOneFrameSampler]
