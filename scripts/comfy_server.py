@@ -1,7 +1,7 @@
 """Start a real ComfyUI server with this pack in a scratch base folder, and talk to it over HTTP.
 
-Used by scripts/demo.py and scripts/make_example_workflows.py (the tests use tests/conftest.py's
-own fixture). The scratch folder gets `custom_nodes/framepack_oneframe` (a link to this checkout),
+Used by scripts/demo.py, scripts/make_example_workflows.py and the tests' server fixtures
+(tests/conftest.py). The scratch folder gets `custom_nodes/framepack_oneframe` (a link to this checkout),
 optionally the test-only nodes (`tests/comfy_test_nodes`, for random-weight runs), and a models
 folder: either a scratch one or a real one given by the caller.
 """

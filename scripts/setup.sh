@@ -9,7 +9,8 @@ PY=${PYTHON:-python3}
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY="$ROOT/.venv/bin/python"
-# The machine's pip config lists local index folders that may be absent; silence that noise.
+# Quiet pip. (A pip config that lists absent local index folders still prints a warning per package;
+# those warnings are harmless.)
 PIP=("$VPY" -m pip install --disable-pip-version-check -q --no-warn-conflicts)
 
 # Every pip call is constrained to the CPU torch build; anything else would pull GBs of CUDA wheels.
