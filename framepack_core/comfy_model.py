@@ -109,7 +109,8 @@ class FramePackModel(comfy.model_base.BaseModel):
             # The weights are not there yet; ModelPatcher sets the real device once they are.
             self.device = None
 
-    def _compute_dtype(self) -> torch.dtype:
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the layers compute in: the manual-cast dtype when weights are cast, else the weights'."""
         return self.manual_cast_dtype if self.manual_cast_dtype is not None else self.get_dtype()
 
     def memory_required(self, input_shape, cond_shapes={}):
@@ -125,7 +126,7 @@ class FramePackModel(comfy.model_base.BaseModel):
         noisy = math.ceil(t / cfg.patch_size_t) * math.ceil(h / cfg.patch_size) * math.ceil(w / cfg.patch_size)
         tokens = noisy * (1.0 + _CLEAN_TOKENS_PER_NOISY_TOKEN) + _IMAGE_TOKENS + _TEXT_TOKENS
         hidden = cfg.num_attention_heads * cfg.attention_head_dim
-        dtype_size = comfy.model_management.dtype_size(self._compute_dtype())
+        dtype_size = comfy.model_management.dtype_size(self.compute_dtype())
         return batch * tokens * hidden * self.memory_usage_factor * dtype_size
 
 

@@ -272,7 +272,7 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
                        memory_required=base.memory_required([total * passes, LATENT_CHANNELS, 1, h, w]),
                        minimum_memory_required=base.memory_required([total, LATENT_CHANNELS, 1, h, w]))
     device = model_patcher.load_device
-    dtype = base.manual_cast_dtype if getattr(base, "manual_cast_dtype", None) is not None else base.get_dtype()
+    dtype = base.compute_dtype()
 
     # Everything the model sees besides x and sigma is built once, on the device, in the compute dtype
     # (index tensors stay int64): no per-step host-to-device traffic.
