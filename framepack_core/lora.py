@@ -533,7 +533,8 @@ def model_weight_shapes(patcher) -> dict[str, torch.Size]:
 
 def check_strength(strength: float, node: str, input_name: str = "strength") -> float:
     if not isinstance(strength, (int, float)) or not math.isfinite(strength) or not (STRENGTH_MIN <= strength <= STRENGTH_MAX):
-        raise ValueError(f"{node}: {input_name} must be a number from {STRENGTH_MIN:g} to {STRENGTH_MAX:g}, got {strength!r}")
+        raise ValueError(f"{node}: input '{input_name}' is {strength!r}; allowed: a number from {STRENGTH_MIN:g} to "
+                         f"{STRENGTH_MAX:g}")
     return float(strength)
 
 
