@@ -249,7 +249,7 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
     if solver not in SOLVERS:
         raise ValueError(f"{NODE}: input 'solver' is {solver!r}; allowed: {', '.join(SOLVERS)}")
     if steps < 1:
-        raise ValueError(f"{NODE}: input 'steps' is {steps}; allowed 1..")
+        raise ValueError(f"{NODE}: input 'steps' is {steps}; allowed: 1 or more")
     require_framepack_model(model_patcher, NODE)
     start_batch = check_controls(controls, NODE)
     layouts = as_layout_list(layout)
@@ -266,16 +266,12 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
     noise = initial_noise(seed, total, h, w, seeds=[seed + (j % per) for j in range(total)])
 
     base = model_patcher.model
-    # Same budget ComfyUI's own samplers ask for: room for the cond+uncond batch, at least the cond one.
-    passes = 1 if neg is None else 2
-    mm.load_models_gpu([model_patcher],
-                       memory_required=base.memory_required([total * passes, LATENT_CHANNELS, 1, h, w]),
-                       minimum_memory_required=base.memory_required([total, LATENT_CHANNELS, 1, h, w]))
     device = model_patcher.load_device
     dtype = base.compute_dtype()
 
     # Everything the model sees besides x and sigma is built once, on the device, in the compute dtype
-    # (index tensors stay int64): no per-step host-to-device traffic.
+    # (index tensors stay int64): no per-step host-to-device traffic. Built before the model is
+    # loaded, so a layout the model cannot take fails before any weight moves.
     extra = layout_model_inputs(per_sample_layouts if len(layouts) > 1 else layouts[0], controls, total, rows=rows,
                                 device=device, dtype=torch.float32)
     extra["guidance"] = torch.full((total,), float(distilled_guidance) * 1000.0, device=device)
@@ -288,6 +284,12 @@ def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: 
         merged = comfy.patcher_extension.merge_nested_dicts({}, transformer_options.get(key, {}))
         transformer_options[key] = comfy.patcher_extension.merge_nested_dicts(
             merged, getattr(model_patcher, key, {}) or {})
+
+    # Same budget ComfyUI's own samplers ask for: room for the cond+uncond batch, at least the cond one.
+    passes = 1 if neg is None else 2
+    mm.load_models_gpu([model_patcher],
+                       memory_required=base.memory_required([total * passes, LATENT_CHANNELS, 1, h, w]),
+                       minimum_memory_required=base.memory_required([total, LATENT_CHANNELS, 1, h, w]))
 
     def call(xq, sigma_vec, text):
         return base.apply_model(xq, sigma_vec, c_crossattn=text["context"], transformer_options=transformer_options,
