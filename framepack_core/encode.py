@@ -81,12 +81,8 @@ def encode_control(image: torch.Tensor, vae, clip_vision=None, mask: torch.Tenso
                    source_mask=source_mask)
 
 
-def refit_control(control: Control, height: int, width: int, which: str, node: str) -> Control:
+def refit_control(control: Control, height: int, width: int) -> Control:
     """Re-fit a control to another output size (pixels re-fitted and re-encoded with its own VAE)."""
-    if control.pixels is None or control.vae is None:
-        raise ValueError(f"{node}: {which} has latent size {control.latent_hw} but the start has "
-                         f"({height // 8}, {width // 8}) and it carries no image to re-fit; encode it with "
-                         f"FramePackEncodeImage")
     pixels = fit_image(control.pixels, height, width)
     latent = vae_encode_frames(control.vae, pixels)
     mask = source = None
@@ -98,20 +94,25 @@ def refit_control(control: Control, height: int, width: int, which: str, node: s
 
 
 def fit_controls(controls: list[Control], node: str) -> tuple[tuple[Control, ...], list[str]]:
-    """Check batches and re-fit controls of another size to the start's size; returns (controls, warnings)."""
-    check_control_batches(controls, node)  # every check before any re-encoding
+    """Check batches and re-fit controls of another size to the start's size; returns (controls, warnings).
+
+    Every check runs before the first re-encoding, so a bad control never follows VAE work."""
+    check_control_batches(controls, node)
     start = controls[0]
-    warnings = []
-    out = [start]
-    for i, c in enumerate(controls[1:], 1):
-        if c.latent_hw != start.latent_hw:
-            if start.pixels is not None:
-                H, W = start.pixels.shape[1], start.pixels.shape[2]
-            else:
-                H, W = start.latent_hw[0] * 8, start.latent_hw[1] * 8
-            old = (c.pixels.shape[2], c.pixels.shape[1]) if c.pixels is not None else None
-            c = refit_control(c, H, W, f"control {i}", node)
-            warnings.append(f"control {i} was {old[0]}x{old[1]} px; re-fitted to the start's {W}x{H} px"
-                            if old else f"control {i} re-fitted to {W}x{H} px")
-        out.append(c)
+    if start.pixels is not None:
+        H, W = start.pixels.shape[1], start.pixels.shape[2]
+    else:
+        H, W = start.latent_hw[0] * 8, start.latent_hw[1] * 8
+    refit = [i for i, c in enumerate(controls[1:], 1) if c.latent_hw != start.latent_hw]
+    for i in refit:
+        c = controls[i]
+        if c.pixels is None or c.vae is None:
+            raise ValueError(f"{node}: input 'controls': control {i} has latent size {c.latent_hw} but the start has "
+                             f"{start.latent_hw} and it carries no image to re-fit; encode it with "
+                             f"FramePackEncodeImage")
+    out, warnings = list(controls), []
+    for i in refit:
+        old_h, old_w = out[i].pixels.shape[1], out[i].pixels.shape[2]
+        out[i] = refit_control(out[i], H, W)
+        warnings.append(f"control {i} was {old_w}x{old_h} px; re-fitted to the start's {W}x{H} px")
     return tuple(out), warnings

@@ -426,3 +426,23 @@ def test_mask_to_latent_is_pil_lanczos_of_grey():
     expect = torch.from_numpy(np.array(img)).float() / 255
     assert got.shape == (1, 1, 1, 5, 7)
     torch.testing.assert_close(got[0, 0, 0], expect)
+
+
+def test_refit_checks_every_control_before_any_vae_work():
+    from framepack_oneframe.framepack_core.encode import fit_controls
+
+    class CountingVAE:
+        calls = 0
+
+        def encode(self, pixels):
+            CountingVAE.calls += 1
+            return torch.zeros(1, 16, 1, pixels.shape[1] // 8, pixels.shape[2] // 8)
+
+    vae = CountingVAE()
+    start = Control(latent=torch.zeros(1, 16, 1, 8, 8), pixels=torch.zeros(1, 64, 64, 3), vae=vae)
+    refittable = Control(latent=torch.zeros(1, 16, 1, 4, 4), pixels=torch.zeros(1, 32, 32, 3), vae=vae)
+    hand_made = Control(latent=torch.zeros(1, 16, 1, 4, 4))  # another size and no image to re-fit
+    with pytest.raises(ValueError, match=r"FramePackOneFrameLayout: input 'controls': control 2 has latent size "
+                                         r"\(4, 4\) but the start has \(8, 8\) and it carries no image to re-fit"):
+        fit_controls([start, refittable, hand_made], "FramePackOneFrameLayout")
+    assert CountingVAE.calls == 0
