@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import comfy.ops
-from comfy.ldm.flux.layers import timestep_embedding
+from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 from comfy.ldm.modules import attention as comfy_attention
 
 __all__ = ["FramePackConfig", "FramePackTransformer", "infer_config", "count_parameters"]
@@ -315,7 +315,7 @@ class TimestepEmbedding(nn.Module):
         self.linear_2 = operations.Linear(dim, dim, dtype=dtype, device=device)
 
     def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        emb = timestep_embedding(t.float(), self.in_channels, time_factor=1.0).to(dtype)
+        emb = timestep_embedding(t.float(), self.in_channels).to(dtype)
         return self.linear_2(F.silu(self.linear_1(emb)))
 
 
