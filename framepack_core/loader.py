@@ -182,6 +182,17 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     raise FramePackLoadError(name_or_path, f"not found (looked in {roots})")
 
 
+def checkpoint_stamp(name_or_path: str | os.PathLike) -> list[tuple[str, int, int]] | None:
+    """(file name, mtime ns, size) of each weight file of a checkpoint, None if it cannot be found:
+    changes when a file or folder is replaced under the same name (ComfyUI caches by input values)."""
+    try:
+        path = resolve_checkpoint(name_or_path)
+        files = sorted(path.glob("*.safetensors*")) if path.is_dir() else [path]
+        return [(f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files]
+    except (ValueError, OSError):
+        return None
+
+
 # --------------------------------------------------------------------------------------------
 # Headers: everything checked before any weight is read
 # --------------------------------------------------------------------------------------------

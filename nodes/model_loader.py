@@ -40,12 +40,7 @@ class FramePackModelLoader(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, model_name, weight_dtype):
         # Reload when the file or folder is replaced under the same name.
-        try:
-            path = loader.resolve_checkpoint(model_name)
-            files = sorted(path.glob("*.safetensors*")) if path.is_dir() else [path]
-            return (model_name, weight_dtype, [(f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files])
-        except (ValueError, OSError):
-            return (model_name, weight_dtype, None)
+        return (model_name, weight_dtype, loader.checkpoint_stamp(model_name))
 
     @classmethod
     def execute(cls, model_name, weight_dtype) -> io.NodeOutput:
