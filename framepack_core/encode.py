@@ -41,7 +41,7 @@ def vae_encode_frames(vae, pixels: torch.Tensor) -> torch.Tensor:
             lat = lat.unsqueeze(2)
         out.append(lat[:, :, :1])
     latent = torch.cat(out, dim=0).float()
-    if latent.shape[1] != 16:
+    if latent.shape[1] != 16:  # a VAE object that does not say its channel count up front
         raise ValueError(f"{NODE}: input 'vae' produced {latent.shape[1]}-channel latents; FramePack needs the "
                          f"HunyuanVideo VAE (16 channels, hunyuan_video_vae_bf16.safetensors)")
     return _latent_format().process_in(latent)
@@ -56,6 +56,10 @@ def encode_control(image: torch.Tensor, vae, clip_vision=None, mask: torch.Tenso
         raise ValueError(f"{node}: input 'mask_mode' is {mask_mode!r}; allowed: {', '.join(MASK_MODES)}")
     if vae is None:
         raise ValueError(f"{node}: input 'vae' is missing: connect the HunyuanVideo VAE (VAELoader)")
+    channels = getattr(vae, "latent_channels", None)  # ComfyUI's VAE says it before encoding anything
+    if channels is not None and channels != 16:
+        raise ValueError(f"{node}: input 'vae' makes {channels}-channel latents; FramePack needs the HunyuanVideo "
+                         f"VAE (16 channels, hunyuan_video_vae_bf16.safetensors)")
     keep = None  # (B, H, W) 1 = the model sees this area
     if mask is not None:
         m = mask if mask.ndim == 3 else mask[None]

@@ -446,3 +446,20 @@ def test_refit_checks_every_control_before_any_vae_work():
                                          r"\(4, 4\) but the start has \(8, 8\) and it carries no image to re-fit"):
         fit_controls([start, refittable, hand_made], "FramePackOneFrameLayout")
     assert CountingVAE.calls == 0
+
+
+def test_encode_refuses_a_vae_of_another_channel_count_before_encoding():
+    from framepack_oneframe.framepack_core.encode import encode_control
+
+    class SDVAE:  # what ComfyUI's VAE reports for an SD 1.x VAE
+        latent_channels = 4
+        calls = 0
+
+        def encode(self, pixels):
+            SDVAE.calls += 1
+            return torch.zeros(1, 4, pixels.shape[1] // 8, pixels.shape[2] // 8)
+
+    with pytest.raises(ValueError, match=r"FramePackEncodeImage: input 'vae' makes 4-channel latents; FramePack needs "
+                                         r"the HunyuanVideo VAE"):
+        encode_control(torch.rand(1, 64, 64, 3), SDVAE(), width=64, height=64)
+    assert SDVAE.calls == 0
