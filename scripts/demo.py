@@ -73,11 +73,18 @@ def make_demo_images(input_dir: Path, size: int = 512) -> None:
     picture((240, 240, 240), (60, 60, 200), "ellipse")[0].save(input_dir / "framepack_character.png")
 
 
-def place_user_images(input_dir: Path, start: str | None, reference: str | None) -> None:
-    for src, name in ((start, "framepack_start.png"), (reference, "framepack_reference.png")):
-        if src:
-            from PIL import Image
+def workflow_images(workflow: dict) -> list[str]:
+    """The file names the workflow's LoadImage nodes pick, in node order (start first, then the reference)."""
+    loads = sorted((n for n in workflow["nodes"] if n["type"] == "LoadImage"), key=lambda n: n["id"])
+    return [n["widgets_values"][0] for n in loads]
 
+
+def place_user_images(input_dir: Path, workflow: dict, start: str | None, reference: str | None) -> None:
+    """Save the user's pictures under the names the workflow's LoadImage nodes use."""
+    from PIL import Image
+
+    for src, name in zip((start, reference), workflow_images(workflow)):
+        if src:
             Image.open(src).save(input_dir / name)  # any format PIL reads; alpha (a painted mask) kept
 
 
@@ -124,8 +131,9 @@ def main(argv=None) -> int:
                         help="a ComfyUI models folder with the real model files (env FRAMEPACK_MODELS_DIR); "
                              "default: random-weight files in a scratch folder")
     parser.add_argument("--workflow", default="framepack_kisekaeichi", help="example workflow name (example_workflows/)")
-    parser.add_argument("--start", help="start image (default: a synthetic picture)")
-    parser.add_argument("--reference", help="reference image, e.g. the outfit (default: a synthetic picture)")
+    parser.add_argument("--start", help="start image, the workflow's first Load Image (default: a synthetic picture)")
+    parser.add_argument("--reference", help="the second picture (kisekaeichi: the outfit; 1f-mc: the character); "
+                        "default: a synthetic picture")
     parser.add_argument("--out", default=str(REPO_ROOT / "demo_output"), help="where the output image goes")
     parser.add_argument("--resolution", type=int, default=None,
                         help="override FramePackEncodeImage's bucket resolution (default: as in the workflow, 640; "
@@ -139,6 +147,8 @@ def main(argv=None) -> int:
 
     random_weights = not args.models
     workflow = load_workflow(args.workflow)
+    if args.reference and len(workflow_images(workflow)) < 2:
+        raise SystemExit(f"--reference: {args.workflow} loads only one image (the start); drop --reference")
     scratch = Path(tempfile.mkdtemp(prefix="framepack-demo-"))
     out_dir = Path(args.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +170,7 @@ def main(argv=None) -> int:
             prepare_base_dir(scratch, test_nodes=False, models_dir=models)
             print(f"Real models from {models}")
         make_demo_images(scratch / "input")
-        place_user_images(scratch / "input", args.start, args.reference)
+        place_user_images(scratch / "input", workflow, args.start, args.reference)
 
         cpu = args.cpu or random_weights or not _has_gpu()
         if cpu and random_weights and args.resolution is None:
