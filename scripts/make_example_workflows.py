@@ -28,6 +28,18 @@ DOCS = REPO_ROOT / "docs" / "images"
 BROWSER = REPO_ROOT / "tests" / "browser"
 THUMB_WIDTH = 640
 
+# Where each standard file comes from: the frontend's missing-models dialog offers these downloads
+# (node properties.models) when a template is opened without the file in place.
+HF = "https://huggingface.co"
+HY_REPACK = f"{HF}/Comfy-Org/HunyuanVideo_repackaged/resolve/main/split_files"
+MODEL_LINKS = {  # file name -> (models folder, URL of the folder holding it)
+    "FramePackI2V_HY_bf16.safetensors": ("diffusion_models", f"{HF}/Kijai/HunyuanVideo_comfy/resolve/main"),
+    "clip_l.safetensors": ("text_encoders", f"{HY_REPACK}/text_encoders"),
+    "llava_llama3_fp16.safetensors": ("text_encoders", f"{HY_REPACK}/text_encoders"),
+    "hunyuan_video_vae_bf16.safetensors": ("vae", f"{HY_REPACK}/vae"),
+    "sigclip_vision_patch14_384.safetensors": ("clip_vision", f"{HF}/Comfy-Org/sigclip_vision_384/resolve/main"),
+}
+
 NEGATIVE = ""
 SAMPLER = {"steps": 25, "distilled_guidance": 10.0, "cfg": 1.0, "seed": 42, "control_after_generate": "fixed"}
 
@@ -135,6 +147,20 @@ def one_frame_mc() -> dict:
                                           ["controls", 0, "layout", "controls"]]}
 
 
+def add_model_links(workflow: dict) -> dict:
+    """Give every loader that names a standard file its download link (properties.models)."""
+    for node in workflow["nodes"]:
+        models = [{"name": v, "url": f"{MODEL_LINKS[v][1]}/{v}", "directory": MODEL_LINKS[v][0]}
+                  for v in node.get("widgets_values") or [] if isinstance(v, str) and v in MODEL_LINKS]
+        if models:
+            node.setdefault("properties", {})["models"] = models
+    return workflow
+
+
+def write_workflow(path: Path, workflow: dict) -> None:
+    path.write_text(json.dumps(workflow, indent=2, ensure_ascii=False) + "\n")  # as the frontend writes it
+
+
 def specs() -> list[dict]:
     return [oichi(), kisekaeichi(), one_frame_mc(), kisekaeichi(lora=True)]
 
@@ -157,7 +183,8 @@ def main() -> int:
                            check=True, cwd=BROWSER)
         for wf in specs():
             name = wf["name"]
-            (OUT / f"{name}.json").write_text((base / "out" / f"{name}.json").read_text())
+            workflow = json.loads((base / "out" / f"{name}.json").read_text())
+            write_workflow(OUT / f"{name}.json", add_model_links(workflow))
             img = Image.open(base / "out" / f"{name}.png").convert("RGB")
             img = img.resize((THUMB_WIDTH, round(img.height * THUMB_WIDTH / img.width)), Image.LANCZOS)
             img.save(OUT / f"{name}.jpg", quality=88)

@@ -125,6 +125,11 @@ def test_every_example_loads_from_the_template_list(browser_results):
         assert r["missing"] == [], f"{name}: node types unknown to the frontend: {r['missing']}"
         assert r["loadedCount"] == r["nodeCount"] > 5
         assert (REPO / "example_workflows" / f"{name}.jpg").is_file(), f"{name} has no thumbnail"
+        # the loaders carry download links: the frontend offers the one standard file the test
+        # folder lacks (the 8 B text encoder), with its folder, and not the files that are there
+        dialog = r["missingModelsDialog"] or ""
+        assert "text_encoders / llava_llama3_fp16.safetensors" in dialog, f"{name}: {dialog!r}"
+        assert "FramePackI2V_HY_bf16.safetensors" not in dialog and "clip_l" not in dialog, f"{name}: {dialog!r}"
     # our extension threw nothing (the frontend's own blocked registry look-ups are not ours)
     errors = [e for e in browser_results["pageErrors"]
               if "framepack_layout.js" in e or (e.startswith("pageerror") and "framepack" in e.lower())]

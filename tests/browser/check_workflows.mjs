@@ -2,7 +2,8 @@
 //   node check_workflows.mjs <comfy url> <out dir> [widget=value]
 // For every example workflow the server lists in /api/workflow_templates for the pack:
 //   1. load it into the graph the way the template browser does (fetch + app.loadGraphData),
-//      and list node types the frontend does not know (must be none);
+//      list node types the frontend does not know (must be none) and keep the text of the
+//      missing-models dialog;
 //   2. convert it to an API prompt with the frontend's own app.graphToPrompt();
 //   3. on each FramePackOneFrameLayout node: wait for the layout drawing, screenshot the node,
 //      change one widget (default target_index -> resolved target + 3), wait until the drawn
@@ -61,6 +62,18 @@ try {
       };
     }, [PACK, name]);
     Object.assign(r, loaded);
+    // the loaders' download links (properties.models): the frontend lists the files it lacks in
+    // its missing-models dialog; keep the dialog's text, then close it (it would catch the clicks)
+    r.missingModelsDialog = await page.evaluate(async () => {
+      const find = () => [...document.querySelectorAll(".p-dialog")].find((d) => d.innerText.includes("Missing Models"));
+      for (let i = 0; i < 30 && !find(); i++) await new Promise((ok) => setTimeout(ok, 100));
+      return find()?.innerText ?? null;
+    });
+    if (r.missingModelsDialog) {
+      await page.keyboard.press("Escape");
+      await page.waitForFunction(() => ![...document.querySelectorAll(".p-dialog")]
+        .some((d) => d.innerText.includes("Missing Models")), null, { timeout: 10000 });
+    }
     r.api = (await page.evaluate(() => window.app.graphToPrompt())).output;
 
     r.layouts = [];
