@@ -454,7 +454,8 @@ def resolve_layout(
     if preset not in PRESETS:
         raise _err(node, "preset", f"is {preset!r}; allowed: {', '.join(PRESETS)}")
     if not 0 <= num_controls <= MAX_CONTROLS:
-        raise _err(node, "controls", f"has {num_controls} controls; allowed 1..{MAX_CONTROLS} (start included)")
+        raise _err(node, "controls", f"has {num_controls} controls; allowed 0..{MAX_CONTROLS} (start included; "
+                   "0 = no picture yet, as in the preview, which places one zero latent)")
     _check_int(node, "latent_window_size", latent_window_size, 1, MAX_WINDOW)
     _check_int(node, "target_index", target_index, 0, MAX_INDEX)
     _check_int(node, "latent_index", latent_index, 0, MAX_INDEX)
