@@ -71,8 +71,8 @@ class FramePackOneFrameLayout(io.ComfyNode):
                                    "'from LoRA'."),
             ],
             outputs=[
-                Layout.Output("layout", tooltip="The resolved layout with its controls, for the sampler."),
-                io.String.Output("summary", tooltip="What goes where, and any warnings."),
+                Layout.Output("layout", display_name="layout", tooltip="The resolved layout with its controls, for the sampler."),
+                io.String.Output("summary", display_name="summary", tooltip="What goes where, and any warnings."),
             ],
         )
 
@@ -115,7 +115,7 @@ class FramePackLayoutSweep(io.ComfyNode):
             outputs=[
                 Layout.Output("sweep", display_name="layout",
                               tooltip="The layouts, for the sampler (one image per value and seed)."),
-                io.String.Output("summary", tooltip="Every resolved layout."),
+                io.String.Output("summary", display_name="summary", tooltip="Every resolved layout."),
             ],
         )
 

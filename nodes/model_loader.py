@@ -30,7 +30,7 @@ class FramePackModelLoader(io.ComfyNode):
                     tooltip="Dtype the weights are kept in. default: as stored in the file. fp8_e4m3fn / fp8_e5m2 "
                     "halve the memory of a bf16 file (norms and biases stay bf16); the layers compute in bf16 "
                     "(fp32 on devices without bf16) either way. fp8_e4m3fn_fast: fp8 weights multiplied with the GPU's fp8 "
-                    "matmuls (H100/H200/RTX 40xx; measured 1.3x faster than bf16 on an H100, with fp8's larger error); "
+                    "matmuls (H100/H200/RTX 40xx; with compiled blocks measured 1.3x faster than bf16 on an H100 (about bf16's speed uncompiled), with fp8's larger error); "
                     "elsewhere the same as fp8_e4m3fn.",
                 ),
             ],
