@@ -50,8 +50,9 @@ class FramePackEncodeImage(io.ComfyNode):
                              tooltip="Explicit output height in pixels (multiple of 16); 0 = use the bucket. Needs "
                              "width too."),
             ],
-            outputs=[Control.Output("control", display_name="control", tooltip="The encoded image: scaled latent, latent-size mask, "
-                                    "SigLIP embedding and the fitted pixels.")],
+            outputs=[Control.Output("control", display_name="control",
+                                    tooltip="The encoded image: scaled latent, latent-size mask, SigLIP embedding and "
+                                    "the fitted pixels.")],
         )
 
     @classmethod
@@ -75,7 +76,8 @@ class FramePackControlList(io.ComfyNode):
                 Controls.Input("previous", optional=True,
                                tooltip="The list so far (another FramePackControlList); empty if not connected."),
             ],
-            outputs=[Controls.Output("controls", display_name="controls", tooltip="The list of further controls, in order.")],
+            outputs=[Controls.Output("controls", display_name="controls",
+                                     tooltip="The list of further controls, in order.")],
         )
 
     @classmethod

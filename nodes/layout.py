@@ -71,7 +71,8 @@ class FramePackOneFrameLayout(io.ComfyNode):
                                    "'from LoRA'."),
             ],
             outputs=[
-                Layout.Output("layout", display_name="layout", tooltip="The resolved layout with its controls, for the sampler."),
+                Layout.Output("layout", display_name="layout",
+                              tooltip="The resolved layout with its controls, for the sampler."),
                 io.String.Output("summary", display_name="summary", tooltip="What goes where, and any warnings."),
             ],
         )

@@ -30,8 +30,8 @@ class FramePackModelLoader(io.ComfyNode):
                     tooltip="Dtype the weights are kept in. default: as stored in the file. fp8_e4m3fn / fp8_e5m2 "
                     "halve the memory of a bf16 file (norms and biases stay bf16); the layers compute in bf16 "
                     "(fp32 on devices without bf16) either way. fp8_e4m3fn_fast: fp8 weights multiplied with the GPU's fp8 "
-                    "matmuls (H100/H200/RTX 40xx; with compiled blocks measured 1.3x faster than bf16 on an H100 (about bf16's speed uncompiled), with fp8's larger error); "
-                    "elsewhere the same as fp8_e4m3fn.",
+                    "matmuls (H100/H200/RTX 40xx), with fp8's larger error; measured on an H100: 1.3x faster than bf16 "
+                    "with compiled blocks, about bf16's speed uncompiled; elsewhere the same as fp8_e4m3fn.",
                 ),
             ],
             outputs=[io.Model.Output(tooltip="The FramePack model, for the FramePack LoRA and sampler nodes.")],
