@@ -210,7 +210,8 @@ def build_ours(sd: dict, operations=None, weight_dtype=None, compute_dtype=None)
     model = mc.get_model({}, "", device=torch.device("meta"))
     model.diffusion_model.load_state_dict(sd, strict=True, assign=True)
     model.device = next(iter(sd.values())).device
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+    patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)  # as the loader
+    return patcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
 
 
@@ -237,15 +238,15 @@ def sampler_objects(layout_name: str, seed: int = 1, batch_controls: int = 1, hw
                 for _ in range(n_controls)]
     cond = [[torch.randn(1, H.TEXT_TOKENS, text_dim, generator=g),
              {"pooled_output": torch.randn(1, pooled_dim, generator=g)}]]
-    return cond, layout, controls
+    return cond, lay_mod.attach_controls(layout, controls), controls
 
 
 def run_sampler(patcher, layout_name: str, steps: int = 25, seed: int = 7, batch_size: int = 1) -> tuple[float, torch.Tensor]:
-    smp = _core("sampler")
+    smp = _core("comfy_sampling")
     cond, layout, controls = sampler_objects(layout_name)
     torch.cuda.synchronize()
     t = time.perf_counter()
-    out = smp.sample_one_frame(patcher, cond, cond, layout, controls, seed=seed, steps=steps, batch_size=batch_size)
+    out = smp.sample_one_frame(patcher, cond, cond, layout, seed=seed, steps=steps, batch_size=batch_size)["samples"]
     torch.cuda.synchronize()
     return time.perf_counter() - t, out
 
@@ -345,7 +346,7 @@ def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_
             if H.have_module("sampler") and H.have_module("layout"):
                 run_sampler(patcher, name, steps=2)  # warm-up (loads the model, compiles)
                 r["sampler_25_s"], lat = run_sampler(patcher, name)
-                r["sampler_kind"] = "framepack_core.sampler.sample_one_frame (UniPC bh1, cfg 1), through apply_model"
+                r["sampler_kind"] = "framepack_core.comfy_sampling.sample_one_frame (UniPC bh1, cfg 1), through ComfyUI's sampling"
                 state.setdefault("latent", {})[(key, name)] = lat.float().cpu()
                 lb = state.get("latent", {}).get(("ours", name))
                 if lb is not None and key != "ours":

@@ -90,9 +90,9 @@ def main(argv=None) -> int:
                                                    pooled_dim=cfg["pooled_projection_dim"],
                                                    siglip=(inputs["kisekaeichi"]["image_embeds"].shape[1],
                                                            cfg["image_proj_dim"]))
-        smp = B._core("sampler")
+        smp = B._core("comfy_sampling")
         with torch.inference_mode():
-            lat_resident = smp.sample_one_frame(base, cond, cond, layout, controls, seed=5, steps=6).cpu()
+            lat_resident = smp.sample_one_frame(base, cond, cond, layout, seed=5, steps=6)["samples"].cpu()
     except Exception as e:
         res["sampler_error"] = f"{type(e).__name__}: {e}"
 
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
             res[name]["lowvram_vs_bf16"] = _rel(velocity(pl, inp), v[name])
         if lat_resident is not None:
             with torch.inference_mode():
-                lat_low = smp.sample_one_frame(pl, cond, cond, layout, controls, seed=5, steps=6).cpu()
+                lat_low = smp.sample_one_frame(pl, cond, cond, layout, seed=5, steps=6)["samples"].cpu()
             res["sampler_lowvram_vs_resident"] = _rel(lat_low, lat_resident)
             res["sampler_finite"] = bool(torch.isfinite(lat_resident).all())
     finally:

@@ -24,12 +24,14 @@ import math
 
 import torch
 
+import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.supported_models_base
 
 from .model import FramePackConfig, FramePackTransformer
+from .sampler import DEFAULT_DISTILLED_GUIDANCE, effective_shift
 
 # Tokens the transformer sees besides the noisy latent's own, for the memory estimate:
 # up to ~3.5 clean-context tokens per noisy token (1x + 2x + 4x history, musubi's default
@@ -59,9 +61,12 @@ class FramePackModelConfig(comfy.supported_models_base.BASE):
     unet_config = {"image_model": "framepack_hunyuan_video"}
     unet_extra_config = {}
     latent_format = comfy.latent_formats.HunyuanVideo
-    # FLOW (rectified flow): sigma in [0, 1], timestep = sigma * multiplier. FramePack's own
-    # shift is applied by the pack's sampler schedule, so the model sampling object keeps shift 1.
-    sampling_settings = {"shift": 1.0, "multiplier": 1000}
+    # FLOW (rectified flow): sigma in [0, 1], timestep = sigma * multiplier. FramePack's sigma warp
+    # e^mu / (e^mu + 1/s - 1) is ComfyUI's flow time shift with shift = e^mu, so the model sampling
+    # object carries FramePack's automatic shift at its standard 640x640 bucket (~2.07); ComfyUI's
+    # schedulers (and the pack's "framepack" scheduler) read it. Other sizes: the FramePack Shift
+    # node or ComfyUI's ModelSamplingSD3 set it, as ModelSamplingFlux does for Flux.
+    sampling_settings = {"shift": effective_shift(0.0, 80, 80), "multiplier": 1000}
     # Activation bytes per token, in units of (hidden size x compute dtype size); see
     # `FramePackModel.memory_required`. Measured on an H100 at the released width (hidden 3072,
     # bf16, 256 text tokens, one forward): 640x640 with 1x/2x/4x context peaked at 559 MiB (bf16
@@ -109,6 +114,58 @@ class FramePackModel(comfy.model_base.BaseModel):
             # The weights are not there yet; ModelPatcher sets the real device once they are.
             self.device = None
 
+    # ---- ComfyUI sampling -------------------------------------------------------------------
+
+    def extra_conds(self, **kwargs):
+        """CONDITIONING values -> the transformer's keyword inputs (ComfyUI calls this once per cond).
+
+        Reads the text (`cross_attn`, its `attention_mask`, `pooled_output`, as CLIPTextEncode with a
+        hunyuan_video CLIP makes them), ComfyUI's standard `guidance` (FluxGuidance's key; FramePack's
+        distilled guidance, default 10) and the layout's inputs that FramePackOneFrameConditioning
+        attaches under the transformer's own argument names (see `LAYOUT_KEYS`).
+        """
+        out = super().extra_conds(**kwargs)
+        context = kwargs.get("cross_attn")
+        pooled = kwargs.get("pooled_output")
+        if context is None or pooled is None:
+            raise ValueError("FramePack: the conditioning has no text tokens or no pooled_output; encode the prompt "
+                             "with CLIPTextEncode and a DualCLIPLoader of type hunyuan_video")
+        mask = kwargs.get("attention_mask")
+        if mask is None:
+            mask = torch.ones(context.shape[:2], dtype=torch.long)
+        mask = mask.reshape(mask.shape[0], -1)
+        if mask.shape[1] < context.shape[1]:
+            # tokens appended after the encoder's mask was made (ConditioningConcat) are real tokens
+            mask = torch.cat((mask, mask.new_ones(mask.shape[0], context.shape[1] - mask.shape[1])), 1)
+        mask = mask[:, :context.shape[1]].expand(context.shape[0], -1)
+        # Prompts of different lengths (e.g. cond and uncond) batch by zero-padding the tokens and
+        # marking the padding invalid in the mask; the transformer then masks it out of attention.
+        out["c_crossattn"] = CONDPaddedTokens(context)
+        out["context_mask"] = CONDPaddedTokens(mask)
+        out["pooled_output"] = comfy.conds.CONDRegular(pooled)
+        guidance = kwargs.get("guidance", DEFAULT_DISTILLED_GUIDANCE)
+        out["guidance"] = comfy.conds.CONDRegular(torch.FloatTensor([float(guidance) * 1000.0]))
+        if kwargs.get("latent_indices") is None:
+            raise ValueError("FramePack: the conditioning carries no one-frame layout; pass positive and negative "
+                             "through FramePackOneFrameConditioning before the sampler")
+        for key in LAYOUT_KEYS:
+            value = kwargs.get(key)
+            if value is None:
+                continue
+            out[key] = CONDIndices(value) if key.endswith("indices") else comfy.conds.CONDRegular(value)
+        return out
+
+    def apply_model(self, x, t, *args, **kwargs):
+        # FramePack forms x0 = x - v * sigma from the latent as the transformer sees it (cast to the
+        # compute dtype), not from the float32 latent: round x to the compute dtype first, so every
+        # ComfyUI sampler reproduces FramePack's bf16 results. A no-op in float32.
+        return super().apply_model(self.as_model_input(x), t, *args, **kwargs)
+
+    def as_model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` rounded to the compute dtype, kept in its own dtype."""
+        dtype = self.compute_dtype()
+        return x if x.dtype == dtype else x.to(dtype).to(x.dtype)
+
     def compute_dtype(self) -> torch.dtype:
         """The dtype the layers compute in: the manual-cast dtype when weights are cast, else the weights'."""
         return self.manual_cast_dtype if self.manual_cast_dtype is not None else self.get_dtype()
@@ -128,6 +185,63 @@ class FramePackModel(comfy.model_base.BaseModel):
         hidden = cfg.num_attention_heads * cfg.attention_head_dim
         dtype_size = comfy.model_management.dtype_size(self.compute_dtype())
         return batch * tokens * hidden * self.memory_usage_factor * dtype_size
+
+
+# The layout's inputs that FramePackOneFrameConditioning puts into CONDITIONING, under the
+# transformer's keyword names (`FramePackTransformer.forward`).
+LAYOUT_KEYS = ("latent_indices", "clean_latents", "clean_latent_indices", "clean_latents_2x",
+               "clean_latent_2x_indices", "clean_latents_4x", "clean_latent_4x_indices", "image_embeds")
+
+
+class CONDPaddedTokens(comfy.conds.CONDRegular):
+    """Token-axis conditioning (text tokens (B, n, D) or their mask (B, n)) that batches across
+    lengths by zero-padding dim 1 to the longest; a zero mask entry marks the padding invalid.
+
+    (ComfyUI's CONDCrossAttn pads by repeating tokens, which is exact only for unmasked attention
+    over the whole text; FramePack's refiner pools the text with its mask.)
+    """
+
+    def can_concat(self, other):
+        a, b = self.cond, other.cond
+        return a.ndim == b.ndim and a.shape[0] == b.shape[0] and a.shape[2:] == b.shape[2:] and a.device == b.device
+
+    def concat(self, others):
+        conds = [self.cond] + [o.cond for o in others]
+        length = max(c.shape[1] for c in conds)
+        padded = []
+        for c in conds:
+            if c.shape[1] < length:
+                pad = c.new_zeros((c.shape[0], length - c.shape[1]) + tuple(c.shape[2:]))
+                c = torch.cat((c, pad), 1)
+            padded.append(c)
+        return torch.cat(padded)
+
+
+class CONDIndices(comfy.conds.CONDRegular):
+    """Frame indices: 1-D (k,) shared by the batch, or (B, k) per sample (a sweep).
+
+    A shared row stays 1-D through batching (one RoPE table for the whole batch); rows that differ
+    are expanded to (B, k) and concatenated.
+    """
+
+    def process_cond(self, batch_size, **kwargs):
+        if self.cond.ndim == 1:
+            shared = self._copy_with(self.cond)
+            shared.batch_size = batch_size
+            return shared
+        return super().process_cond(batch_size, **kwargs)
+
+    def can_concat(self, other):
+        return self.cond.shape[-1] == other.cond.shape[-1] and self.cond.device == other.cond.device
+
+    def concat(self, others):
+        items = [self] + list(others)
+        if all(o.cond.ndim == 1 for o in items) and all(torch.equal(o.cond, self.cond) for o in items[1:]):
+            return self.cond
+        return torch.cat([o.cond.expand(o.batch_size, -1) if o.cond.ndim == 1 else o.cond for o in items])
+
+    def size(self):
+        return list(self.cond.reshape(-1, self.cond.shape[-1]).size())
 
 
 def is_framepack_model(model_patcher) -> bool:

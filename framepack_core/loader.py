@@ -448,7 +448,7 @@ def _read_tensor(handle, record: TensorRecord, dtype: torch.dtype, scale: torch.
     return tensor.to(dtype)
 
 
-def load_framepack(name_or_path: str | os.PathLike, weight_dtype: str = "default") -> comfy.model_patcher.ModelPatcher:
+def load_framepack(name_or_path: str | os.PathLike, weight_dtype: str = "default"):
     """Load a FramePack checkpoint (a name from `list_checkpoints()` or a path) as a ComfyUI MODEL.
 
     Returns a `ModelPatcher` whose `.model` is a `FramePackModel`, weights on the CPU (the file's
@@ -528,4 +528,7 @@ def load_framepack(name_or_path: str | os.PathLike, weight_dtype: str = "default
     model.device = torch.device("cpu")
     logging.info("%s: loaded %s: %s weights, compute dtype %s, %s", NODE_NAME, path, storage,
                  compute or storage, config)
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    # ComfyUI's loaders build `CoreModelPatcher`, which a current ComfyUI's main.py swaps for its Dynamic
+    # VRAM patcher at start-up (looked up here, at call time, for that reason); 0.3.75 has only ModelPatcher.
+    patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    return patcher(model, load_device=load_device, offload_device=offload_device)

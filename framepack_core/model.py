@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import comfy.ops
+import comfy.patcher_extension
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 from comfy.ldm.modules import attention as comfy_attention
 
@@ -716,7 +717,19 @@ class FramePackTransformer(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
 
-    def forward(self, x, timestep, context, control=None, transformer_options={}, *, context_mask=None,
+    def forward(self, x, timestep, context, control=None, transformer_options={}, **kwargs):
+        """Runs ComfyUI's DIFFUSION_MODEL wrappers (step caches such as EasyCache hook in here) around `_forward`.
+
+        transformer_options is passed last among the positional arguments, where ComfyUI's own models
+        pass it and where those wrappers look for it.
+        """
+        return comfy.patcher_extension.WrapperExecutor.new_class_executor(
+            self._forward, self,
+            comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                     transformer_options),
+        ).execute(x, timestep, context, control, transformer_options, **kwargs)
+
+    def _forward(self, x, timestep, context, control=None, transformer_options={}, *, context_mask=None,
                 pooled_output=None, guidance=None, image_embeds=None, latent_indices=None, clean_latents=None,
                 clean_latent_indices=None, clean_latents_2x=None, clean_latent_2x_indices=None,
                 clean_latents_4x=None, clean_latent_4x_indices=None, **kwargs):

@@ -8,10 +8,10 @@
   or, for shift 0, mu = min(0.5 + (seq - 256) * 0.65 / 3840, ln 7) with seq = T * (H/16) * (W/16) of
   the noisy latent (640 x 640 -> seq 1600 -> shift ~2.07).
 * Model: the ComfyUI MODEL's `apply_model` (timestep = sigma * 1000 inside ComfyUI's model sampling)
-  returns x0 = x - v * sigma. The latent is cast to the compute dtype before the call, so x0 is formed
-  in float32 from that cast latent, as FramePack does.
-* CFG: skipped entirely at cfg == 1; else v = v_neg + cfg * (v_pos - v_neg), then rescaled toward the
-  positive's standard deviation by `guidance_rescale`.
+  returns x0 = x - v * sigma, formed from the latent rounded to the compute dtype, as FramePack does
+  (`FramePackModel.apply_model`).
+* CFG: ComfyUI's (skipped entirely at cfg == 1; else x0_neg + cfg * (x0_pos - x0_neg), the same as on
+  velocities); `rescale_cfg` is FramePack's rescale toward the positive's standard deviation.
 * Solver: UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling
   of Diffusion Models", Algorithm 2 / multistep UniP-p + UniC-p, data prediction) for the flow
   x_sigma = (1 - sigma) x0 + sigma * noise, written with alpha = 1 and lambda = -log(sigma): the
@@ -23,7 +23,6 @@
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -34,6 +33,7 @@ import torch
 NODE = "FramePackOneFrameSampler"
 SOLVERS = ("unipc_bh1", "unipc_bh2")
 LATENT_CHANNELS = 16
+DEFAULT_DISTILLED_GUIDANCE = 10.0  # FramePack's default gs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -45,11 +45,17 @@ def initial_noise(seed: int, batch: int, latent_h: int, latent_w: int,
                   seeds: Sequence[int] | None = None) -> torch.Tensor:
     """(batch, 16, 1, h, w) float32 on the CPU; sample j drawn alone from a CPU generator seeded
     seed + j (or seeds[j] when given)."""
+    return noise_like((batch, LATENT_CHANNELS, 1, latent_h, latent_w), seed, seeds)
+
+
+def noise_like(shape: Sequence[int], seed: int, seeds: Sequence[int] | None = None) -> torch.Tensor:
+    """float32 CPU noise of `shape` (B, ...): sample j is `randn((1, ...))` from a CPU generator seeded
+    seed + j (or seeds[j]) -- musubi-tuner's draw for one image at that seed."""
     samples = []
-    for j in range(batch):
+    for j in range(int(shape[0])):
         s = int(seed) + j if seeds is None else int(seeds[j])
         g = torch.Generator("cpu").manual_seed(s % 2**64)  # the seed widget goes up to 2**64 - 1
-        samples.append(torch.randn((1, LATENT_CHANNELS, 1, latent_h, latent_w), generator=g, dtype=torch.float32))
+        samples.append(torch.randn((1,) + tuple(shape[1:]), generator=g, dtype=torch.float32))
     return torch.cat(samples, dim=0)
 
 
@@ -166,154 +172,17 @@ def unipc_sample(denoise: Callable[[torch.Tensor, int], torch.Tensor], x: torch.
 
 
 # ------------------------------------------------------------------------------------------------
-# CFG
+# CFG rescale
 # ------------------------------------------------------------------------------------------------
 
 
 def rescale_cfg(v_cfg: torch.Tensor, v_pos: torch.Tensor, guidance_rescale: float) -> torch.Tensor:
-    """Blend the CFG prediction with itself rescaled to the positive prediction's per-sample std."""
+    """Blend the CFG prediction with itself rescaled to the positive prediction's per-sample std.
+
+    Scale-free: the same on velocities v and on sigma * v (what ComfyUI's cfg functions see).
+    """
     if guidance_rescale == 0:
         return v_cfg
     dims = list(range(1, v_cfg.ndim))
     rescaled = v_cfg * (v_pos.std(dim=dims, keepdim=True) / v_cfg.std(dim=dims, keepdim=True))
     return guidance_rescale * rescaled + (1.0 - guidance_rescale) * v_cfg
-
-
-def cfg_x0(x: torch.Tensor, sigma: float, x0_pos: torch.Tensor, x0_neg: torch.Tensor | None, cfg: float,
-           guidance_rescale: float) -> torch.Tensor:
-    """x0 after real CFG (on velocities v = (x - x0) / sigma) with rescale; x0_pos when cfg == 1."""
-    if cfg == 1.0 or x0_neg is None:
-        return x0_pos
-    v_pos = (x - x0_pos) / sigma
-    v_neg = (x - x0_neg) / sigma
-    v = rescale_cfg(v_neg + cfg * (v_pos - v_neg), v_pos, guidance_rescale)
-    return x - v * sigma
-
-
-# ------------------------------------------------------------------------------------------------
-# Conditioning
-# ------------------------------------------------------------------------------------------------
-
-
-def text_inputs(conditioning, name: str, batch: int, node: str = NODE) -> dict:
-    """CONDITIONING from CLIPTextEncode (hunyuan_video) -> context, context_mask, pooled_output for a batch."""
-    if not conditioning or not isinstance(conditioning, (list, tuple)) or not conditioning[0]:
-        raise ValueError(f"{node}: input '{name}' is empty: connect a CLIPTextEncode output (DualCLIPLoader type "
-                         f"hunyuan_video)")
-    if len(conditioning) > 1:
-        logging.warning("%s: '%s' has %d conditioning entries; FramePack uses the first only", node, name,
-                        len(conditioning))
-    cond, extra = conditioning[0][0], conditioning[0][1]
-    if not isinstance(cond, torch.Tensor) or cond.ndim != 3 or cond.shape[1] == 0:
-        raise ValueError(f"{node}: input '{name}' has no text tokens (expected a (1, n, 4096) tensor)")
-    pooled = extra.get("pooled_output")
-    if pooled is None:
-        raise ValueError(f"{node}: input '{name}' has no pooled_output: FramePack needs the CLIP-L pooled vector; "
-                         f"encode the prompt with a hunyuan_video DualCLIPLoader + CLIPTextEncode")
-    mask = extra.get("attention_mask")
-
-    def rep(t):
-        if t is None:
-            return None
-        if t.shape[0] == batch:
-            return t
-        return t[:1].expand(batch, *t.shape[1:])
-
-    return {"context": rep(cond), "context_mask": rep(mask), "pooled_output": rep(pooled)}
-
-
-# ------------------------------------------------------------------------------------------------
-# The run
-# ------------------------------------------------------------------------------------------------
-
-
-def sample_one_frame(model_patcher, positive, negative, layout, controls, seed: int, steps: int = 25,
-                     distilled_guidance: float = 10.0, cfg: float = 1.0, guidance_rescale: float = 0.0,
-                     shift: float = 0.0, solver: str = "unipc_bh1", batch_size: int = 1,
-                     callback: Callable[[int, torch.Tensor, torch.Tensor, int], None] | None = None) -> torch.Tensor:
-    """Denoise one frame per sample; returns x0 (B, 16, 1, h, w) float32 in model space (scaled).
-
-    `layout` is a OneFrameLayout (every sample shares it) or a LayoutSweep (one layout per value;
-    each value gets `batch_size` samples per start image). Samples are ordered value-major, then
-    start image, then seed: within one value, sample j uses seed + j, and every value repeats the
-    same seeds (so a sweep compares the values on the same noise).
-    `callback(step, x0, x, total_steps)` is ComfyUI's preview callback.
-    Every input is checked before the model is loaded.
-    """
-    import comfy.model_management as mm
-    import comfy.patcher_extension
-
-    from .comfy_model import require_framepack_model
-    from .layout import as_layout_list, check_controls, layout_model_inputs
-
-    if solver not in SOLVERS:
-        raise ValueError(f"{NODE}: input 'solver' is {solver!r}; allowed: {', '.join(SOLVERS)}")
-    if steps < 1:
-        raise ValueError(f"{NODE}: input 'steps' is {steps}; allowed: 1 or more")
-    require_framepack_model(model_patcher, NODE)
-    start_batch = check_controls(controls, NODE)
-    layouts = as_layout_list(layout)
-    per = start_batch * batch_size
-    total = len(layouts) * per
-    per_sample_layouts = [layouts[j // per] for j in range(total)]
-    rows = [(j % per) // batch_size for j in range(total)]
-    h, w = controls[0].latent_hw
-    pos = text_inputs(positive, "positive", total)
-    neg = text_inputs(negative, "negative", total) if cfg != 1.0 else None
-
-    sigmas = sigma_schedule(steps, shift, h, w)
-    # every sweep value sees the same noise: seeds seed .. seed + per - 1 repeat per value
-    noise = initial_noise(seed, total, h, w, seeds=[seed + (j % per) for j in range(total)])
-
-    base = model_patcher.model
-    device = model_patcher.load_device
-    dtype = base.compute_dtype()
-
-    # Everything the model sees besides x and sigma is built once, on the device, in the compute dtype
-    # (index tensors stay int64): no per-step host-to-device traffic. Built before the model is
-    # loaded, so a layout the model cannot take fails before any weight moves.
-    extra = layout_model_inputs(per_sample_layouts if len(layouts) > 1 else layouts[0], controls, total, rows=rows,
-                                device=device, dtype=torch.float32)
-    extra["guidance"] = torch.full((total,), float(distilled_guidance) * 1000.0, device=device)
-    extra = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in extra.items()}
-    texts = [{k: (None if v is None else v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype))
-              for k, v in t.items()} for t in (pos, neg) if t is not None]
-    # The patcher's wrappers and callbacks reach apply_model as they do in ComfyUI's samplers.
-    transformer_options = dict(model_patcher.model_options.get("transformer_options", {}))
-    for key in ("wrappers", "callbacks"):
-        merged = comfy.patcher_extension.merge_nested_dicts({}, transformer_options.get(key, {}))
-        transformer_options[key] = comfy.patcher_extension.merge_nested_dicts(
-            merged, getattr(model_patcher, key, {}) or {})
-
-    # Same budget ComfyUI's own samplers ask for: room for the cond+uncond batch, at least the cond one.
-    passes = 1 if neg is None else 2
-    mm.load_models_gpu([model_patcher],
-                       memory_required=base.memory_required([total * passes, LATENT_CHANNELS, 1, h, w]),
-                       minimum_memory_required=base.memory_required([total, LATENT_CHANNELS, 1, h, w]))
-
-    def call(xq, sigma_vec, text):
-        return base.apply_model(xq, sigma_vec, c_crossattn=text["context"], transformer_options=transformer_options,
-                                context_mask=text["context_mask"], pooled_output=text["pooled_output"], **extra)
-
-    sig_list = sigmas.tolist()
-    sig_dev = sigmas.to(device)
-
-    def denoise(x, i):
-        # The latent enters the model in the compute dtype and x0 = x - v * sigma is formed in float32
-        # from that cast latent (ComfyUI's calculate_denoised), as FramePack does.
-        xq = x.to(dtype)
-        sigma_vec = sig_dev[i].expand(total)
-        x0 = call(xq, sigma_vec, texts[0])
-        if len(texts) > 1:
-            x0 = cfg_x0(xq.float(), sig_list[i], x0, call(xq, sigma_vec, texts[1]), cfg, guidance_rescale)
-        return x0
-
-    def on_step(i, x0, x):
-        if callback is not None:
-            callback(i, x0, x, steps)
-
-    x = noise.to(device)
-    with torch.no_grad():
-        out = unipc_sample(denoise, x, sig_list, variant=solver.split("_")[-1], callback=on_step,
-                           check_interrupt=mm.throw_exception_if_processing_interrupted)
-    return out.float()

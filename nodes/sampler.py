@@ -1,28 +1,34 @@
-"""FramePackOneFrameSampler: one denoised frame per sample, as a LATENT that VAEDecode turns into the image."""
+"""FramePackOneFrameSampler: one denoised frame per sample, as a LATENT that VAEDecode turns into the image.
+
+A thin composition of the pack's ComfyUI sampling parts (framepack_core.comfy_sampling), the way
+ComfyUI's KSampler node composes `common_ksampler`.
+"""
 from __future__ import annotations
 
-import comfy.latent_formats
 import latent_preview
 from comfy_api.latest import io
 
+from ..framepack_core import comfy_sampling
 from ..framepack_core import sampler as fp_sampler
 from ..framepack_core.comfy_model import require_framepack_model
-from ..framepack_core.layout import layout_controls
 
 Layout = io.Custom("FRAMEPACK_LAYOUT")
+NODE = "FramePackOneFrameSampler"
 
 
 class FramePackOneFrameSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="FramePackOneFrameSampler",
+            node_id=NODE,
             display_name="FramePack One-Frame Sampler",
             category="FramePack",
             description=(
                 "Generates one frame with FramePack at the layout's target index: FramePack's own sampler "
-                "(flow-matching UniPC, distilled guidance, optional real CFG). Sample j of the batch uses seed + j, "
-                "so seed N gives the same image as musubi-tuner with seed N."
+                "(flow-matching UniPC, distilled guidance, optional real CFG) run through ComfyUI's sampling, so "
+                "model patches, CFG tools and step caches apply. Sample j of the batch uses seed + j, so seed N "
+                "gives the same image as musubi-tuner with seed N. The same as FramePackOneFrameConditioning + "
+                "KSampler (sampler framepack_unipc_bh1, scheduler framepack)."
             ),
             inputs=[
                 io.Model.Input("model", tooltip="The FramePack model (FramePackModelLoader, optionally with LoRAs)."),
@@ -34,7 +40,8 @@ class FramePackOneFrameSampler(io.ComfyNode):
                              tooltip="Noise seed; sample j of the batch uses seed + j (CPU generator, as "
                              "musubi-tuner and FramePack)."),
                 io.Int.Input("steps", default=25, min=1, max=200, tooltip="Sampling steps (model evaluations)."),
-                io.Float.Input("distilled_guidance", default=10.0, min=0.0, max=100.0, step=0.1,
+                io.Float.Input("distilled_guidance", default=fp_sampler.DEFAULT_DISTILLED_GUIDANCE, min=0.0,
+                               max=100.0, step=0.1,
                                tooltip="FramePack's embedded (distilled) guidance scale; 10 is FramePack's default."),
                 io.Float.Input("cfg", default=1.0, min=1.0, max=100.0, step=0.1,
                                tooltip="Real classifier-free guidance; 1 = off (no negative pass, twice as fast)."),
@@ -55,17 +62,11 @@ class FramePackOneFrameSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, layout, seed, steps, distilled_guidance, cfg, guidance_rescale,
                 shift, solver, batch_size) -> io.NodeOutput:
-        node = "FramePackOneFrameSampler"
-        controls = layout_controls(layout)
-        if not controls:
-            raise ValueError(f"{node}: input 'layout' must come from FramePackOneFrameLayout or FramePackLayoutSweep")
-        require_framepack_model(model, node)  # before prepare_callback reads the model's latent format
+        require_framepack_model(model, NODE)  # before prepare_callback reads the model's latent format
         callback = latent_preview.prepare_callback(model, steps)
-        x0 = fp_sampler.sample_one_frame(model, positive, negative, layout, controls, seed, steps,
-                                         distilled_guidance, cfg, guidance_rescale, shift, solver, batch_size,
-                                         callback=callback)
-        samples = comfy.latent_formats.HunyuanVideo().process_out(x0).cpu()
-        return io.NodeOutput({"samples": samples})
+        return io.NodeOutput(comfy_sampling.sample_one_frame(
+            model, positive, negative, layout, seed, steps, distilled_guidance, cfg, guidance_rescale, shift, solver,
+            batch_size, callback=callback))
 
 
 NODES = [FramePackOneFrameSampler]

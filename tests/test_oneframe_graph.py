@@ -135,8 +135,8 @@ def test_target_index_control_image_and_mask_change_the_result(run_graph, fp_mod
 
 def test_fully_hidden_reference_equals_zero_latent(run_graph, fp_models, images):
     """A mask hiding everything gives exactly the result of a zero latent in that slot."""
-    from framepack_oneframe.framepack_core.layout import Control
-    from framepack_oneframe.framepack_core.sampler import sample_one_frame
+    from framepack_oneframe.framepack_core.comfy_sampling import sample_one_frame
+    from framepack_oneframe.framepack_core.layout import Control, attach_controls
 
     prompt = graph(fp_models, preset="kisekaeichi", ref="fp_ref.png", ref_mask=1.0)  # SolidMask 1 -> keep nothing
     out = run_graph(prompt, outputs_of=["sampler", "layout", "model", "pos", "neg"])
@@ -145,8 +145,9 @@ def test_fully_hidden_reference_equals_zero_latent(run_graph, fp_models, images)
     ref = lay.controls[1]
     assert ref.mask is not None and ref.mask.abs().max() == 0
     zero_ref = Control(latent=torch.zeros_like(ref.latent))
-    x0 = sample_one_frame(model, pos, neg, lay, (lay.controls[0], zero_ref), 0, STEPS)
-    torch.testing.assert_close(hidden, x0.cpu() / 0.476986, rtol=1e-5, atol=1e-6)
+    zeroed = attach_controls(lay, (lay.controls[0], zero_ref))
+    x0 = sample_one_frame(model, pos, neg, zeroed, 0, STEPS)["samples"]
+    torch.testing.assert_close(hidden, x0, rtol=1e-5, atol=1e-6)
     shown = latent(run_graph, graph(fp_models, preset="kisekaeichi", ref="fp_ref.png"))
     assert not torch.allclose(hidden, shown, atol=1e-3)
 
@@ -265,14 +266,15 @@ def test_mismatched_batches_are_an_error(run_graph, fp_models, images):
 
 def test_not_a_framepack_model_and_empty_conditioning():
     from framepack_oneframe.framepack_core.comfy_model import require_framepack_model
-    from framepack_oneframe.framepack_core.sampler import text_inputs
+    from framepack_oneframe.framepack_core.comfy_sampling import check_text_conditioning
 
     with pytest.raises(ValueError, match="FramePackOneFrameSampler: input 'model' is not a FramePack model"):
         require_framepack_model(object(), "FramePackOneFrameSampler")
-    with pytest.raises(ValueError, match="input 'positive' is empty"):
-        text_inputs([], "positive", 1)
-    with pytest.raises(ValueError, match="no pooled_output"):
-        text_inputs([[torch.zeros(1, 3, 8), {}]], "positive", 1)
+    node = "FramePackOneFrameConditioning"
+    with pytest.raises(ValueError, match=f"{node}: input 'positive' is empty"):
+        check_text_conditioning([], "positive", node)
+    with pytest.raises(ValueError, match=f"{node}: input 'negative' has no pooled_output"):
+        check_text_conditioning([[torch.zeros(1, 3, 8), {}]], "negative", node)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import torch
 
 from framepack_oneframe.framepack_core.sampler import (
     auto_mu,
-    cfg_x0,
     effective_shift,
     initial_noise,
     rescale_cfg,
@@ -194,13 +193,11 @@ def test_unipc_callback_and_interrupt():
 # ------------------------------------------------------------------------------------------------
 
 
-def test_cfg_one_is_positive_only():
-    x, p = torch.randn(2, 4), torch.randn(2, 4)
-    assert cfg_x0(x, 0.5, p, None, 1.0, 0.7) is p
-    assert cfg_x0(x, 0.5, p, torch.randn(2, 4), 1.0, 0.7) is p
+def test_cfg_rescale_function_against_float64():
+    """FramePack's rescale as ComfyUI's sampler_cfg_function (cond / uncond = x - x0) equals the
+    formula on velocities, in float64."""
+    from framepack_oneframe.framepack_core.comfy_sampling import rescale_cfg_function
 
-
-def test_cfg_and_rescale_against_float64():
     g = torch.Generator().manual_seed(3)
     x, xp, xn = (torch.randn(2, 16, 1, 3, 4, generator=g, dtype=torch.float64) for _ in range(3))
     sigma, cfg, rs = 0.6, 4.0, 0.7
@@ -211,7 +208,10 @@ def test_cfg_and_rescale_against_float64():
         scaled = v[b] * (vp[b].std(ddof=1) / v[b].std(ddof=1))
         out.append(rs * scaled + (1 - rs) * v[b])
     expect = x.numpy() - np.stack(out) * sigma
-    np.testing.assert_allclose(cfg_x0(x, sigma, xp, xn, cfg, rs).numpy(), expect, rtol=1e-12, atol=1e-12)
-    no_rescale = x.numpy() - v * sigma
-    np.testing.assert_allclose(cfg_x0(x, sigma, xp, xn, cfg, 0.0).numpy(), no_rescale, rtol=1e-12, atol=1e-12)
+    args = {"input": x, "cond": x - xp, "uncond": x - xn, "cond_denoised": xp, "uncond_denoised": xn,
+            "cond_scale": cfg, "sigma": torch.full((2,), sigma, dtype=torch.float64), "model": None}
+    # ComfyUI forms the guided x0 as input - cfg_function(args)
+    np.testing.assert_allclose((x - rescale_cfg_function(rs)(args)).numpy(), expect, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose((x - rescale_cfg_function(0.0)(args)).numpy(), x.numpy() - v * sigma,
+                               rtol=1e-12, atol=1e-12)
     assert rescale_cfg(torch.ones(1, 3), torch.ones(1, 3), 0.0).eq(1).all()
