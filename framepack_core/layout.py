@@ -36,7 +36,6 @@ import torch
 NODE = "FramePackOneFrameLayout"
 MAX_WINDOW = 64
 MAX_INDEX = 255
-VAE_SCALE = 0.476986
 
 PRESETS = ("oichi", "kisekaeichi", "1f-mc", "eichi", "kijai", "plusone", "from LoRA")
 TOGGLE_CHOICES = ("preset", "on", "off")
@@ -67,7 +66,7 @@ class LayoutError(ValueError):
 class Control:
     """One encoded image (`FRAMEPACK_CONTROL`).
 
-    latent: (B, 16, 1, h, w) in model space (VAE latent x 0.476986).
+    latent: (B, 16, 1, h, w) in model space (VAE latent x comfy.latent_formats.HunyuanVideo's scale_factor).
     mask: (B, 1, 1, h, w) in 0..1 at latent size, or None (no mask).
     image_embeds: (B, 729, 1152) SigLIP last_hidden_state, or None (no CLIP_VISION given).
     pixels: (B, H, W, 3) the fitted image, kept so the layout can re-fit a control of another size.
