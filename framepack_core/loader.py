@@ -61,6 +61,7 @@ import comfy.model_patcher
 import comfy.ops
 import folder_paths
 
+from .architecture import guess_architecture
 from .comfy_model import FramePackModelConfig
 from .model import infer_config
 
@@ -300,37 +301,6 @@ def _split_prefix(keys: list[str]) -> tuple[str, list[str]]:
     return "", []
 
 
-def _has(keys: set[str], *starts: str) -> bool:
-    return any(k.startswith(starts) for k in keys)
-
-
-def describe_other_architecture(keys: set[str]) -> str | None:
-    """What a checkpoint is, judged by its (prefix-stripped) keys, when it is not FramePack; None if it is."""
-    if {"x_embedder.proj.weight", "clean_x_embedder.proj.weight"} <= keys and _has(keys, "image_projection."):
-        return None
-    if _has(keys, "input_blocks.", "down_blocks.", "conv_in."):
-        if _has(keys, "label_emb.", "add_embedding."):
-            return "a Stable Diffusion XL UNet (input_blocks/label_emb keys)"
-        return "a Stable Diffusion UNet (input_blocks/down_blocks keys)"
-    if _has(keys, "double_blocks.", "single_blocks."):
-        if _has(keys, "txt_in.individual_token_refiner.", "img_in.proj."):
-            return ("a HunyuanVideo transformer in ComfyUI/original format (double_blocks/txt_in keys), "
-                    "not the FramePack packed model")
-        return "a Flux transformer (double_blocks/single_blocks keys)"
-    if _has(keys, "context_embedder.token_refiner.") or "x_embedder.proj.weight" in keys:
-        missing = [name for name in ("clean_x_embedder", "image_projection") if not _has(keys, name + ".")]
-        return (f"a HunyuanVideo transformer in diffusers format without FramePack's {' and '.join(missing)} "
-                "(HunyuanVideoTransformer3DModel, not the FramePack packed model)")
-    if _has(keys, "transformer_blocks.") and ("x_embedder.weight" in keys or "context_embedder.weight" in keys):
-        return "a Flux or SD3 transformer in diffusers format (x_embedder/context_embedder are plain linear layers)"
-    if _has(keys, "blocks.") and _has(keys, "patch_embedding."):
-        return "a Wan video transformer (blocks/patch_embedding keys)"
-    if _has(keys, "encoder.", "decoder.") and not _has(keys, "transformer_blocks."):
-        return "a VAE or text encoder (encoder/decoder keys)"
-    sample = ", ".join(sorted(keys)[:3]) or "no tensors"
-    return f"an unrecognised model (keys like {sample})"
-
-
 @dataclass
 class CheckpointPlan:
     """What will be loaded, worked out from the headers alone."""
@@ -357,9 +327,9 @@ def inspect_checkpoint(path: Path) -> CheckpointPlan:
     if others:
         logging.info("%s: %s: ignoring %d tensors outside %r", NODE_NAME, path, len(others), prefix)
     tensors = {k[len(prefix):]: r for k, r in weights.items() if k.startswith(prefix)}
-    other = describe_other_architecture(set(tensors))
-    if other is not None:
-        raise FramePackLoadError(path, f"this is {other}")
+    arch = guess_architecture(tensors)
+    if not arch.is_framepack:
+        raise FramePackLoadError(path, f"this is {arch.description}")
 
     scales = {}
     for layer, record in scale_weights.items():

@@ -43,6 +43,7 @@ import comfy.lora
 import comfy.utils
 import comfy.weight_adapter as weight_adapter
 
+from .architecture import COMPATIBLE_FAMILIES, guess_architecture
 from .lora_metadata import read_settings
 
 log = logging.getLogger(__name__)
@@ -199,83 +200,6 @@ def find_target(module: str, table: dict[str, Target]) -> Target | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Which model was this LoRA made for?
-# ---------------------------------------------------------------------------------------------
-
-_ARCH_NAMES = [  # (substring of modelspec.architecture / ss_base_model_version, family)
-    ("framepack", "FramePack"), ("hunyuan-video-1.5", "HunyuanVideo 1.5"), ("hunyuan_video_1_5", "HunyuanVideo 1.5"),
-    ("hunyuan-video", "HunyuanVideo"), ("hunyuan_video", "HunyuanVideo"), ("wan", "Wan"),
-    ("flux", "Flux"), ("qwen", "Qwen-Image"), ("stable-diffusion-xl", "SDXL"), ("sdxl", "SDXL"),
-    ("stable-diffusion-v1", "SD 1.x"), ("sd_v1", "SD 1.x"), ("stable-diffusion-v2", "SD 2.x"), ("sd_v2", "SD 2.x"),
-    ("stable-diffusion-3", "SD3"), ("sd3", "SD3"), ("z-image", "Z-Image"), ("z_image", "Z-Image"),
-    ("kandinsky", "Kandinsky 5"), ("hidream", "HiDream"), ("ltx", "LTX-Video"), ("mochi", "Mochi"),
-    ("lumina", "Lumina"), ("chroma", "Chroma"), ("auraflow", "AuraFlow"), ("pixart", "PixArt"),
-]
-# Families whose layers FramePack shares by design (FramePack is a fine-tuned HunyuanVideo).
-_COMPATIBLE = {"FramePack", "HunyuanVideo"}
-
-
-def _family_from_metadata(metadata: dict[str, str]) -> str | None:
-    for field_name in ("modelspec.architecture", "ss_base_model_version"):
-        value = (metadata.get(field_name) or "").lower()
-        if value:
-            for needle, family in _ARCH_NAMES:
-                if needle in value:
-                    return family
-    return None
-
-
-def _unet_family(shapes: dict[str, tuple]) -> str:
-    """SD 1.x / 2.x / SDXL from the text width the UNet's cross-attention reads (768 / 1024 / 2048)."""
-    widths = {int(shape[1]) for key, shape in shapes.items()
-              if re.search(r"attn2[._]to_[kv]\.lora_down\.weight$", key) and len(shape) == 2}
-    names = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
-    found = sorted(names[w] for w in widths if w in names)
-    return " / ".join(found) if found else "SD 1.x / SD 2.x / SDXL"
-
-
-def guess_family(keys: list[str], metadata: dict[str, str] | None = None,
-                 shapes: dict[str, tuple] | None = None) -> tuple[str | None, str]:
-    """(family, reason) from the header first, then from characteristic key names and shapes."""
-    family = _family_from_metadata(metadata or {})
-    if family:
-        src = "modelspec.architecture" if (metadata or {}).get("modelspec.architecture") else "ss_base_model_version"
-        return family, f"its header says {src}={metadata.get(src)!r}"
-    joined = "\n".join(keys)
-
-    def has(pattern):
-        return re.search(pattern, joined, re.MULTILINE) is not None
-
-    def max_index(pattern):
-        found = [int(m) for m in re.findall(pattern, joined)]
-        return max(found) if found else None
-
-    if has(r"^lora_te2_"):
-        return "SDXL", "it has lora_te2_* (second SDXL text encoder) keys"
-    if has(r"^lora_unet_(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)"):
-        return _unet_family(shapes or {}), "its keys are lora_unet_down_blocks_/input_blocks_… (a UNet)"
-    if has(r"(^|\.|_)blocks[._]\d+[._](self_attn|cross_attn)[._]") or has(r"(^|\.|_)blocks[._]\d+[._]ffn[._]"):
-        return "Wan", "its keys are blocks.N.self_attn/cross_attn/ffn (Wan 2.x)"
-    if has(r"transformer_blocks[._]\d+[._](img_mlp|txt_mlp|img_mod|txt_mod)"):
-        return "Qwen-Image", "its keys are transformer_blocks.N.img_mlp/txt_mlp (Qwen-Image)"
-    if has(r"double_blocks[._]\d+") or has(r"single_blocks[._]\d+"):
-        d = max_index(r"double_blocks[._](\d+)[._]")
-        s = max_index(r"single_blocks[._](\d+)[._]")
-        if has(r"individual_token_refiner|txt_in[._]"):
-            return "HunyuanVideo", "it uses HunyuanVideo's original names (double_blocks/single_blocks, txt_in refiner)"
-        if d == 18 and s in (None, 37) or s == 37 and d in (None, 18):
-            return "Flux", "its double_blocks/single_blocks stop at 18/37 (Flux.1 has 19 + 38 blocks; HunyuanVideo 20 + 40)"
-        return "HunyuanVideo", "it uses HunyuanVideo's original names (double_blocks/single_blocks)"
-    if has(r"transformer_blocks[._]\d+") or has(r"single_transformer_blocks[._]\d+"):
-        d = max_index(r"(?<!single)(?<!single_)transformer_blocks[._](\d+)[._]")
-        s = max_index(r"single_transformer_blocks[._](\d+)[._]")
-        if d == 18 and s == 37:
-            return "Flux", "its transformer_blocks/single_transformer_blocks stop at 18/37 (Flux.1; FramePack has 20 + 40)"
-        return "FramePack", "its keys use FramePack's (diffusers HunyuanVideo) layer names"
-    return None, "its key names are not ones this pack recognises"
-
-
-# ---------------------------------------------------------------------------------------------
 # LoRA → patches
 # ---------------------------------------------------------------------------------------------
 
@@ -410,8 +334,8 @@ def lora_to_patches(lora_sd: dict[str, torch.Tensor], model_shapes: dict[str, to
     for another model" into the user's error.
     """
     report = LoraReport(name=name, total_keys=len(lora_sd))
-    report.family, report.family_reason = guess_family(list(lora_sd), metadata,
-                                                       {k: tuple(v.shape) for k, v in lora_sd.items()})
+    arch = guess_architecture(lora_sd, metadata, {k: tuple(v.shape) for k, v in lora_sd.items()})
+    report.family, report.family_reason = arch.family, arch.reason
     table = build_target_table(model_shapes)
 
     modules: dict[str, dict[str, torch.Tensor]] = {}
@@ -479,7 +403,7 @@ def check_family(report: LoraReport, node: str, input_name: str) -> None:
     """Raise the 'this looks like a LoRA for X' error when the LoRA cannot be for FramePack."""
     looks = (f"this looks like a LoRA for {report.family} ({report.family_reason})" if report.family
              else f"this does not look like a FramePack LoRA ({report.family_reason})")
-    if report.family and report.family not in _COMPATIBLE:
+    if report.family and report.family not in COMPATIBLE_FAMILIES:
         raise ValueError(f"{node}: {input_name} '{report.name}' cannot be applied to FramePack: {looks}. "
                          "Use a LoRA trained for FramePack (or HunyuanVideo), e.g. with musubi-tuner's fpack_train_network.")
     if report.weights_patched == 0:
