@@ -604,7 +604,7 @@ def test_lora_model_and_settings_run_through_the_one_frame_sampler(run_graph, on
     base, layout = sample(1.0, into_sampler=False)
     with_lora, _ = sample(1.0)
     zero, _ = sample(0.0)
-    assert layout.target_index == 1  # the LoRA header's kisekaeichi settings reached the layout
+    assert layout.layouts[0].target_index == 1  # the LoRA header's kisekaeichi settings reached the layout
     assert torch.isfinite(with_lora).all() and with_lora.shape == base.shape
     assert not torch.allclose(with_lora, base, atol=1e-4)
     assert torch.equal(zero, base)

@@ -199,8 +199,18 @@ def test_sweep_runs_layouts_in_one_batch(run_graph, fp_models, images):
     prompt["sweep"] = {"class_type": "FramePackLayoutSweep",
                        "inputs": {"layout": ["layout", 0], "vary": "target_index", "values": "3,9"}}
     prompt["sampler"]["inputs"]["layout"] = ["sweep", 0]
-    swept = latent(run_graph, prompt)
+    out = run_graph(prompt, outputs_of=["sweep", "sampler"])
+    swept = out["sampler"][0]["samples"]
     assert swept.shape[0] == 2
+    # The sweep is a FRAMEPACK_LAYOUT of two values made by ComfyUI's copy of the pack (its own module
+    # name, so its own classes): this copy's core still takes it, recognised by its `kind` value.
+    from framepack_oneframe.framepack_core import layout as core
+
+    sweep = out["sweep"][0]
+    assert type(sweep) is not core.FramePackLayout and core.is_layout(sweep)
+    assert sweep.vary == "target_index" and sweep.values == (3, 9) and len(sweep.controls) == 1
+    inputs, seeds = core.layout_model_inputs(sweep, 1)
+    assert inputs["latent_indices"].tolist() == [[3], [9]] and seeds == [0, 0]
     nine = latent(run_graph, graph(fp_models, layout={"target_index": 9}))
     three = latent(run_graph, graph(fp_models, layout={"target_index": 3}))
     torch.testing.assert_close(swept[1:], nine, rtol=1e-4, atol=1e-4)

@@ -95,7 +95,7 @@ def test_sampler_equals_reference_pipeline(setup, cfg, rescale, solver):
     g = torch.Generator().manual_seed(42)
     controls = (Control(latent=torch.randn(1, 16, 1, H, W, generator=g), mask=torch.rand(1, 1, 1, H, W, generator=g),
                         image_embeds=torch.randn(1, 729, tiny_framepack.TINY_CONFIG["image_proj_dim"], generator=g)),)
-    layout = resolve_layout(1, preset="oichi", target_index=5, control_index="0;12")  # groups on (diffusers needs them)
+    layout = resolve_layout(1, preset="oichi", target_index=5, control_index=[0, 12])  # groups on (diffusers needs them)
     target, sources, indices, two, four = spec_section_1(1, 9, 5, [0, 12])
     pos, neg = _conditioning(1, 7), _conditioning(2, 5, padding=3)
     seed, steps, gs = 1234, 6, 10.0
