@@ -258,7 +258,7 @@ class LayoutOptions:
 LAYOUT_KIND = "framepack_oneframe.layout/2"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: its controls hold tensors, which have no plain equality
 class FramePackLayout:
     """`FRAMEPACK_LAYOUT`: the resolved layout for each value, the options and the controls, held once.
 
