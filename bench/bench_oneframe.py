@@ -227,18 +227,19 @@ def sampler_objects(layout_name: str, seed: int = 1, batch_controls: int = 1, hw
     lay_mod = _core("layout")
     preset, n_controls = {"oichi_default": ("oichi", 1), "kisekaeichi": ("kisekaeichi", 2),
                           "1f_mc": ("1f-mc", 2)}[layout_name]
-    layout = lay_mod.resolve_layout(n_controls, preset=preset)
-    L = H.LAYOUTS[layout_name]
-    assert layout.target_index == L.target_index and list(layout.clean_indices) == L.clean_indices, \
-        (layout_name, layout.target_index, layout.clean_indices)
-    assert layout.clean_2x.present == bool(L.idx_2x) and layout.clean_4x.present == bool(L.idx_4x)
     g = torch.Generator().manual_seed(seed)
     controls = [lay_mod.Control(latent=torch.randn(batch_controls, 16, 1, hw, hw, generator=g),
                                 image_embeds=torch.randn(batch_controls, *siglip, generator=g))
                 for _ in range(n_controls)]
     cond = [[torch.randn(1, H.TEXT_TOKENS, text_dim, generator=g),
              {"pooled_output": torch.randn(1, pooled_dim, generator=g)}]]
-    return cond, lay_mod.attach_controls(layout, controls), controls
+    framepack_layout = lay_mod.build_layout(controls, preset=preset)
+    layout = framepack_layout.layouts[0]
+    L = H.LAYOUTS[layout_name]
+    assert layout.target_index == L.target_index and list(layout.clean_indices) == L.clean_indices, \
+        (layout_name, layout.target_index, layout.clean_indices)
+    assert layout.clean_2x.present == bool(L.idx_2x) and layout.clean_4x.present == bool(L.idx_4x)
+    return cond, framepack_layout, controls
 
 
 def run_sampler(patcher, layout_name: str, steps: int = 25, seed: int = 7, batch_size: int = 1) -> tuple[float, torch.Tensor]:

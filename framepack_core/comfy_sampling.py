@@ -40,7 +40,7 @@ import node_helpers
 
 from . import sampler as fp
 from .comfy_model import LAYOUT_KEYS, require_framepack_model
-from .layout import as_layout_list, check_controls, layout_controls, layout_model_inputs
+from .layout import LayoutError, is_layout, layout_model_inputs
 
 SCHEDULER_NAME = "framepack"
 KSAMPLER_PREFIX = "framepack_"  # framepack_unipc_bh1, framepack_unipc_bh2 in KSampler's list
@@ -194,25 +194,20 @@ def one_frame_conditioning(positive, negative, layout, batch_size: int = 1, node
     B = layout values x start images x batch_size, ordered value-major, then start image, then seed;
     when values repeat the seeds, the LATENT's `batch_index` says which seed offset each sample uses.
     """
-    controls = layout_controls(layout)
-    if not controls:
+    if not is_layout(layout) or not layout.controls:
         raise ValueError(f"{node}: input 'layout' must come from FramePackOneFrameLayout or FramePackLayoutSweep")
     if batch_size < 1:
         raise ValueError(f"{node}: input 'batch_size' is {batch_size}; allowed: 1 or more")
     check_text_conditioning(positive, "positive", node)
     check_text_conditioning(negative, "negative", node)
-    start_batch = check_controls(controls, node)
-    layouts = as_layout_list(layout)
-    per = start_batch * batch_size
-    total = len(layouts) * per
-    rows = [(j % per) // batch_size for j in range(total)]
-    per_sample = [layouts[j // per] for j in range(total)] if len(layouts) > 1 else layouts[0]
-    inputs = layout_model_inputs(per_sample, controls, total, rows=rows, device=torch.device("cpu"))
+    try:
+        inputs, offsets = layout_model_inputs(layout, batch_size, device=torch.device("cpu"))
+    except LayoutError as e:
+        raise e.at(node) from None
     values = {k: inputs[k] for k in LAYOUT_KEYS if inputs.get(k) is not None}
-    h, w = controls[0].latent_hw
-    latent = {"samples": torch.zeros(total, fp.LATENT_CHANNELS, 1, h, w)}
-    offsets = [j % per for j in range(total)]
-    if offsets != list(range(total)):
+    h, w = layout.controls[0].latent_hw
+    latent = {"samples": torch.zeros(len(offsets), fp.LATENT_CHANNELS, 1, h, w)}
+    if offsets != list(range(len(offsets))):
         latent["batch_index"] = offsets
     return (node_helpers.conditioning_set_values(positive, values),
             node_helpers.conditioning_set_values(negative, values), latent)

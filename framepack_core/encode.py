@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .buckets import fit_image, fit_mask, output_size
-from .layout import Control, check_control_batches, mask_to_latent
+from .layout import Control, LayoutError, check_control_batches, mask_to_latent
 
 NODE = "FramePackEncodeImage"
 MASK_MODES = ("keep where mask is 0 (LoadImage alpha)", "keep where mask is 1")
@@ -101,7 +101,10 @@ def fit_controls(controls: list[Control], node: str) -> tuple[tuple[Control, ...
     """Check batches and re-fit controls of another size to the start's size; returns (controls, warnings).
 
     Every check runs before the first re-encoding, so a bad control never follows VAE work."""
-    check_control_batches(controls, node)
+    try:
+        check_control_batches(controls)
+    except LayoutError as e:
+        raise e.at(node) from None
     start = controls[0]
     if start.pixels is not None:
         H, W = start.pixels.shape[1], start.pixels.shape[2]

@@ -4,9 +4,13 @@ One-frame inference denoises a single latent frame at a chosen RoPE time index (
 the transformer attends to "clean" context latents, each at its own index, at three compressions
 (1x, 2x, 4x). Every way this pack offers to configure that -- the presets, the canonical musubi-tuner
 options, FramePack-eichi's vocabulary, the kijai / PlusOne compatibility modes and a LoRA's training
-settings -- resolves to ONE object, `OneFrameLayout`. The sampler turns it into the transformer's
-keyword inputs with `layout_model_inputs`; the layout node prints `summary()`; the browser draws
-`to_dict()` (served by the `/framepack/layout_preview` route), so nobody re-implements the rules.
+settings -- resolves to one `OneFrameLayout` per value (`resolve_layout`). What travels between nodes
+(`FRAMEPACK_LAYOUT`) is ONE type, `FramePackLayout`: the options it was resolved from, the controls it
+places (held once), and one `OneFrameLayout` per value -- one for a plain layout, n > 1 for a sweep
+(`sweep_layout`: the same options with `latent_window_size` or `target_index` taking each value).
+The model's keyword inputs come from `layout_model_inputs(layout, batch_size)`; the layout node
+prints `summary()`; the browser draws `OneFrameLayout.to_dict()` (served by the
+`/framepack/layout_preview` route), so nobody re-implements the rules.
 
 Reference semantics: `shared/spec/oneframe.md` sections 1-3. Short version of the canonical rules
 (musubi-tuner, which one-frame LoRAs are trained against), with lws = latent_window_size:
@@ -15,33 +19,34 @@ Reference semantics: `shared/spec/oneframe.md` sections 1-3. Short version of th
 2. 1x clean slots = the controls in order (an all-zero latent when there is none), each at index 0,
    plus -- unless the post is off -- one all-zero "post" latent at index 1 + lws;
 3. a control's mask multiplies its latent;
-4. `control_index` "a;b;c" overwrites the slot indices in order, as far as there are slots (it can
+4. `control_index` [a, b, c] overwrites the slot indices in order, as far as there are slots (it can
    overwrite the post's index too);
 5. 2x group: two zero frames at [lws+2, lws+3]; 4x group: sixteen zero frames at lws+4 .. lws+19.
 
 Controls are numbered as the layout node sees them: control 0 is the start image, control 1, 2, ...
 the further images in the order of the control list.
 
+The options are typed (`LayoutOptions`): None = the preset's value, bools for the toggles, a `Siglip`
+for the image embedding, lists of ints for indices. The widget vocabulary (-1, "preset", "on"/"off",
+"control N", "0;10", "mix" weights) and node ids belong to `nodes/layout_widgets.py`. A bad option
+raises `LayoutError`, which names the input ("input 'target_index' is 300; allowed range 0..255");
+the node layer adds its node id (`LayoutError.at`).
+
 This module is torch (+ PIL for the mask filter) only; it never imports ComfyUI.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
-NODE = "FramePackOneFrameLayout"
 MAX_WINDOW = 64
 MAX_INDEX = 255
-VAE_SCALE = 0.476986
-
-PRESETS = ("oichi", "kisekaeichi", "1f-mc", "eichi", "kijai", "plusone", "from LoRA")
-TOGGLE_CHOICES = ("preset", "on", "off")
 MAX_CONTROLS = 16
-SIGLIP_CHOICES = ("preset", "start") + tuple(f"control {i}" for i in range(1, MAX_CONTROLS)) + ("mix", "none")
+PRESETS = ("oichi", "kisekaeichi", "1f-mc", "eichi", "kijai", "plusone", "from LoRA")
+SWEEPABLE = ("latent_window_size", "target_index")
 
 PRESET_DESCRIPTIONS = {
     "oichi": "basic edit (musubi-tuner default: start at 0, zero post at lws+1, target lws, 2x/4x on)",
@@ -55,7 +60,20 @@ PRESET_DESCRIPTIONS = {
 
 
 class LayoutError(ValueError):
-    """Bad layout input; the message names the node, the input and the allowed range or format."""
+    """Bad layout input: "input '<input>' <problem>", prefixed by the node id once the node layer adds it.
+
+    `allowed_range` (lo, hi) is set for an integer out of its range, so the node layer can add what its
+    widgets allow besides (-1 = the preset's value)."""
+
+    def __init__(self, input: str, problem: str, allowed_range: tuple[int, int] | None = None,
+                 node: str | None = None):
+        self.input, self.problem, self.allowed_range, self.node = input, problem, allowed_range, node
+        text = f"input '{input}' {problem}"
+        super().__init__(f"{node}: {text}" if node else text)
+
+    def at(self, node: str, problem: str | None = None) -> "LayoutError":
+        """The same error as node `node` reports it (optionally with the problem reworded)."""
+        return LayoutError(self.input, self.problem if problem is None else problem, self.allowed_range, node)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -67,7 +85,7 @@ class LayoutError(ValueError):
 class Control:
     """One encoded image (`FRAMEPACK_CONTROL`).
 
-    latent: (B, 16, 1, h, w) in model space (VAE latent x 0.476986).
+    latent: (B, 16, 1, h, w) in model space (VAE latent x comfy.latent_formats.HunyuanVideo's scale_factor).
     mask: (B, 1, 1, h, w) in 0..1 at latent size, or None (no mask).
     image_embeds: (B, 729, 1152) SigLIP last_hidden_state, or None (no CLIP_VISION given).
     pixels: (B, H, W, 3) the fitted image, kept so the layout can re-fit a control of another size.
@@ -142,7 +160,7 @@ class Siglip:
 
 @dataclass
 class OneFrameLayout:
-    """The resolved one-frame layout (`FRAMEPACK_LAYOUT`); see the module docstring for the rules.
+    """One resolved one-frame layout (one value of a `FramePackLayout`); see the module docstring.
 
     `to_dict()` (JSON for the frontend's drawing and the preview route) has these fields:
       preset (str), description (str), num_controls (int: controls it was resolved for, start included),
@@ -165,8 +183,6 @@ class OneFrameLayout:
     siglip: Siglip
     num_controls: int
     warnings: list[str] = field(default_factory=list)
-    options: dict = field(default_factory=dict)  # the resolve_layout arguments (for the sweep)
-    controls: tuple[Control, ...] | None = None  # set by the layout node; not part of to_dict()
 
     # -- views ----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -215,114 +231,131 @@ class OneFrameLayout:
             lines.extend(f"  - {w}" for w in self.warnings)
         return "\n".join(lines)
 
-    def __str__(self) -> str:  # pragma: no cover - convenience
-        return self.summary()
+
+@dataclass(frozen=True)
+class LayoutOptions:
+    """What `resolve_layout` resolves, typed. None (or an empty control_index) = the preset's value."""
+
+    preset: str = "oichi"
+    latent_window_size: int | None = None
+    target_index: int | None = None
+    control_index: tuple[int, ...] = ()  # indices of the 1x clean slots, in order
+    latent_index: int | None = None  # eichi vocabulary: the start image's index
+    history_index: int | None = None  # eichi / kijai vocabulary: control 1's index
+    use_clean_latents_post: bool | None = None
+    use_clean_latents_2x: bool | None = None
+    use_clean_latents_4x: bool | None = None
+    siglip_source: Siglip | None = None
+    lora_settings: dict | None = None  # FRAMEPACK_LORA_SETTINGS, used by preset "from LoRA"
 
 
-@dataclass
-class LayoutSweep:
-    """Several layouts run as one batch (the sweep node); `values` are the varied input's values."""
+# ComfyUI imports this pack under a module name made from its folder path ("/…/custom_nodes/
+# framepack_oneframe" with '.' → '_x_'), while tests, bench/ and scripts/ import it as
+# `framepack_oneframe`: two copies of this module, each with its own classes, so `isinstance` fails
+# for a layout made by the other copy. A FRAMEPACK_LAYOUT is therefore recognised by ONE field
+# checked by value, `kind`; the version in it refuses a layout of another (older or newer) shape
+# instead of misreading it.
+LAYOUT_KIND = "framepack_oneframe.layout/2"
 
-    layouts: list[OneFrameLayout]
-    vary: str
-    values: list[int]
+
+@dataclass(frozen=True, eq=False)  # identity: its controls hold tensors, which have no plain equality
+class FramePackLayout:
+    """`FRAMEPACK_LAYOUT`: the resolved layout for each value, the options and the controls, held once.
+
+    A plain layout has one value (`vary` None); a sweep (`sweep_layout`) has one `OneFrameLayout` per
+    value of `vary` ("latent_window_size" or "target_index"), `values` in the same order. All of them
+    place the same latents (only indices differ), so they run as one batch.
+    """
+
+    options: LayoutOptions
+    layouts: tuple[OneFrameLayout, ...]
+    vary: str | None = None
+    values: tuple[int, ...] = ()
+    controls: tuple[Control, ...] | None = None  # set by the layout node; not part of to_dict()
+    kind: ClassVar[str] = LAYOUT_KIND
 
     @property
-    def controls(self) -> tuple[Control, ...] | None:
-        """The controls every layout of the sweep places (the layout node's)."""
-        return self.layouts[0].controls if self.layouts else None
+    def is_sweep(self) -> bool:
+        return self.vary is not None
 
     def summary(self) -> str:
-        head = f"sweep over {self.vary}: {self.values} ({len(self.layouts)} layouts in one batch)"
+        if not self.is_sweep:
+            return self.layouts[0].summary()
+        head = f"sweep over {self.vary}: {list(self.values)} ({len(self.layouts)} layouts in one batch)"
         return head + "\n\n" + "\n\n".join(f"[{self.vary}={v}]\n{lay.summary()}"
                                           for v, lay in zip(self.values, self.layouts))
 
 
+def is_layout(obj) -> bool:
+    """Whether `obj` is a FRAMEPACK_LAYOUT (from either copy of this module; see LAYOUT_KIND)."""
+    return getattr(obj, "kind", None) == LAYOUT_KIND
+
+
 # ------------------------------------------------------------------------------------------------
-# Parsing and checks
+# Checks (typed values; the node layer parses widget text into them)
 # ------------------------------------------------------------------------------------------------
 
 
-def _err(node: str, name: str, msg: str) -> LayoutError:
-    return LayoutError(f"{node}: input '{name}' {msg}")
-
-
-def parse_index_list(text: str | Sequence[int] | None, name: str = "control_index", node: str = NODE) -> list[int]:
-    """Parse "0;10" (';' or ',' separated, spaces allowed) into [0, 10]; "" / None -> [].
-
-    Every entry must be an integer in 0..MAX_INDEX; anything else is a LayoutError naming `name`.
-    """
-    if text is None:
-        return []
-    if not isinstance(text, str):
-        values = [int(v) for v in text]
-    else:
-        stripped = text.strip()
-        if not stripped:
-            return []
-        parts = re.split(r"[;,]", stripped)
-        values = []
-        for part in parts:
-            p = part.strip()
-            if not re.fullmatch(r"[+-]?\d+", p):
-                raise _err(node, name, f"is malformed: {text!r}. Expected integers 0..{MAX_INDEX} separated "
-                                       f"by ';' (or ','), e.g. \"0;10\"")
-            values.append(int(p))
-    for v in values:
-        if not 0 <= v <= MAX_INDEX:
-            raise _err(node, name, f"has index {v} out of range 0..{MAX_INDEX} (got {text!r})")
-    return values
-
-
-def _check_int(node: str, name: str, value: int, lo: int, hi: int, allow_default: bool = True) -> None:
-    if allow_default and value == -1:
-        return
+def check_int(name: str, value, lo: int, hi: int) -> int:
+    """`value` must be an int in lo..hi (bools are not ints here)."""
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        extra = " or -1 (preset default)" if allow_default else ""
-        raise _err(node, name, f"is {value!r}; allowed range {lo}..{hi}{extra}")
+        raise LayoutError(name, f"is {value!r}; allowed range {lo}..{hi}", allowed_range=(lo, hi))
+    return value
 
 
-def _toggle(node: str, name: str, value: str | bool | None) -> bool | None:
-    """'preset' -> None (preset decides), 'on'/True -> True, 'off'/False -> False."""
-    if value is None or value == "preset":
+# The integer options and their ranges, in the order they are checked.
+KNOB_RANGES = {"latent_window_size": (1, MAX_WINDOW), "target_index": (0, MAX_INDEX),
+               "latent_index": (0, MAX_INDEX), "history_index": (0, MAX_INDEX)}
+
+
+def check_preset(preset) -> str:
+    if preset not in PRESETS:
+        raise LayoutError("preset", f"is {preset!r}; allowed: {', '.join(PRESETS)}")
+    return preset
+
+
+def check_num_controls(num_controls) -> int:
+    if not isinstance(num_controls, int) or not 0 <= num_controls <= MAX_CONTROLS:
+        raise LayoutError("controls", f"has {num_controls} controls; allowed 0..{MAX_CONTROLS} (start included; "
+                                      "0 = no picture yet, as in the preview, which places one zero latent)")
+    return num_controls
+
+
+def _check_optional_int(name: str, value, lo: int, hi: int) -> int | None:
+    return None if value is None else check_int(name, value, lo, hi)
+
+
+def check_indices(name: str, values: Sequence[int], shown=None) -> list[int]:
+    """Every entry an integer in 0..MAX_INDEX; `shown` is what the message quotes (default: the values)."""
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise LayoutError(name, f"is {values!r}; expected a list of integers 0..{MAX_INDEX}")
+    out = []
+    for v in values:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise LayoutError(name, f"has {v!r}, not an integer 0..{MAX_INDEX} (got {values!r})")
+        if not 0 <= v <= MAX_INDEX:
+            raise LayoutError(name, f"has index {v} out of range 0..{MAX_INDEX} "
+                                    f"(got {list(values) if shown is None else shown!r})")
+        out.append(v)
+    return out
+
+
+def _check_toggle(name: str, value) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise LayoutError(name, f"is {value!r}; allowed: None (the preset's), True, False")
+    return value
+
+
+def _check_siglip(siglip: Siglip | None, num_controls: int) -> Siglip | None:
+    if siglip is None:
         return None
-    if value is True or value == "on":
-        return True
-    if value is False or value == "off":
-        return False
-    raise _err(node, name, f"is {value!r}; allowed: {', '.join(TOGGLE_CHOICES)}")
-
-
-def parse_siglip(node: str, source: str, mix: str, num_controls: int) -> Siglip | None:
-    """siglip_source widget -> Siglip (None = the preset decides)."""
-    if source in (None, "", "preset"):
-        return None
-    if source == "start":
-        return Siglip(((0, 1.0),))
-    if source == "none":
-        return Siglip(())
-    m = re.fullmatch(r"control (\d+)", source)
-    if m:
-        c = int(m.group(1))
-        if c >= num_controls:
-            raise _err(node, "siglip_source", f"is {source!r} but only controls 0..{num_controls - 1} are connected "
-                                              f"(0 = start)")
-        return Siglip(((c, 1.0),))
-    if source == "mix":
-        text = (mix or "").strip()
-        try:
-            weights = [float(w) for w in re.split(r"[;,]", text) if w.strip()]
-        except ValueError:
-            raise _err(node, "siglip_mix", f"is malformed: {mix!r}. Expected one weight per control, start first, "
-                                           f"e.g. \"0.7,0.3\"") from None
-        if not weights:
-            raise _err(node, "siglip_mix", "is empty but siglip_source is 'mix': give one weight per control, "
-                                           "start first, e.g. \"0.7,0.3\"")
-        if len(weights) > num_controls:
-            raise _err(node, "siglip_mix", f"has {len(weights)} weights but only {num_controls} controls are "
-                                           f"connected (start first)")
-        return Siglip(tuple((i, w) for i, w in enumerate(weights) if w != 0.0))
-    raise _err(node, "siglip_source", f"is {source!r}; allowed: preset, start, control N, mix, none")
+    if not isinstance(getattr(siglip, "weights", None), tuple):
+        raise LayoutError("siglip_source", f"is {siglip!r}; expected a Siglip (or None for the preset's)")
+    for c, _ in siglip.weights:
+        if not 0 <= c < num_controls:
+            raise LayoutError("siglip_source", f"is {siglip.label!r} but only controls 0..{num_controls - 1} are "
+                                               f"connected (0 = start)")
+    return Siglip(tuple(siglip.weights))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,51 +457,34 @@ KIJAI_DEFAULTS = dict(target=1, history_index=13, reference_weight=0.3)
 PLUSONE_DEFAULTS = dict(target=5, control_index=[0, 10])
 
 
-def resolve_layout(
-    num_controls: int,
-    preset: str = "oichi",
-    latent_window_size: int = -1,
-    target_index: int = -1,
-    control_index: str = "",
-    latent_index: int = -1,
-    history_index: int = -1,
-    use_clean_latents_post: str = "preset",
-    use_clean_latents_2x: str = "preset",
-    use_clean_latents_4x: str = "preset",
-    siglip_source: str = "preset",
-    siglip_mix: str = "",
-    lora_settings: dict | None = None,
-    node: str = NODE,
-) -> OneFrameLayout:
-    """The layout node's widgets -> OneFrameLayout.
+def resolve_layout(num_controls: int, options: LayoutOptions | None = None, **fields) -> OneFrameLayout:
+    """Options -> the resolved one-frame layout for `num_controls` controls (start included).
 
-    Integer knobs at -1, an empty control_index and toggles at "preset" mean "the preset's default";
-    any other value overrides the preset (the summary shows the resolved values). `num_controls`
-    counts the start image (control 0) and every further control.
+    Pass a `LayoutOptions`, or its fields as keywords (`resolve_layout(2, preset="kisekaeichi",
+    target_index=4)`). None / an empty control_index keep the preset's value; anything else overrides
+    the preset (the summary shows the resolved values). Raises LayoutError naming the input.
     """
-    options = dict(preset=preset, latent_window_size=latent_window_size, target_index=target_index,
-                   control_index=control_index, latent_index=latent_index, history_index=history_index,
-                   use_clean_latents_post=use_clean_latents_post, use_clean_latents_2x=use_clean_latents_2x,
-                   use_clean_latents_4x=use_clean_latents_4x, siglip_source=siglip_source, siglip_mix=siglip_mix,
-                   lora_settings=lora_settings)
-    if preset not in PRESETS:
-        raise _err(node, "preset", f"is {preset!r}; allowed: {', '.join(PRESETS)}")
-    if not 0 <= num_controls <= MAX_CONTROLS:
-        raise _err(node, "controls", f"has {num_controls} controls; allowed 0..{MAX_CONTROLS} (start included; "
-                   "0 = no picture yet, as in the preview, which places one zero latent)")
-    _check_int(node, "latent_window_size", latent_window_size, 1, MAX_WINDOW)
-    _check_int(node, "target_index", target_index, 0, MAX_INDEX)
-    _check_int(node, "latent_index", latent_index, 0, MAX_INDEX)
-    _check_int(node, "history_index", history_index, 0, MAX_INDEX)
-    ci = parse_index_list(control_index, "control_index", node)
-    post_t = _toggle(node, "use_clean_latents_post", use_clean_latents_post)
-    t2x = _toggle(node, "use_clean_latents_2x", use_clean_latents_2x)
-    t4x = _toggle(node, "use_clean_latents_4x", use_clean_latents_4x)
-    siglip = parse_siglip(node, siglip_source, siglip_mix, max(num_controls, 1))
+    if options is None:
+        try:
+            options = LayoutOptions(**fields)
+        except TypeError as e:
+            raise TypeError(f"resolve_layout: {e}") from None
+    elif fields:
+        raise TypeError("resolve_layout: give a LayoutOptions or its fields, not both")
+    preset = check_preset(options.preset)
+    check_num_controls(num_controls)
+    latent_window_size, target_index, latent_index, history_index = (
+        _check_optional_int(name, getattr(options, name), *KNOB_RANGES[name]) for name in KNOB_RANGES)
+    ci = check_indices("control_index", options.control_index)
+    post_t = _check_toggle("use_clean_latents_post", options.use_clean_latents_post)
+    t2x = _check_toggle("use_clean_latents_2x", options.use_clean_latents_2x)
+    t4x = _check_toggle("use_clean_latents_4x", options.use_clean_latents_4x)
+    siglip = _check_siglip(options.siglip_source, max(num_controls, 1))
+    lora_settings = options.lora_settings
 
     warnings: list[str] = []
     n = num_controls
-    lws = 9 if latent_window_size == -1 else latent_window_size
+    lws = 9 if latent_window_size is None else latent_window_size
     pick = lambda knob, default: default if knob is None else knob  # noqa: E731
 
     if lora_settings is not None and preset != "from LoRA":
@@ -477,8 +493,8 @@ def resolve_layout(
 
     if preset in CANONICAL_PRESETS or preset == "from LoRA":
         if preset == "from LoRA":
-            d = _lora_defaults(lora_settings, n, warnings, node)
-            if latent_window_size == -1:
+            d = _lora_defaults(lora_settings, warnings)
+            if latent_window_size is None:
                 lws = d.pop("lws")
             else:
                 d.pop("lws")
@@ -489,7 +505,7 @@ def resolve_layout(
                 warnings.append(f"preset '{preset}' expects {need} controls (start + reference) but {n} are "
                                 f"connected")
         post, g2x, g4x = pick(post_t, d["post"]), pick(t2x, d["g2x"]), pick(t4x, d["g4x"])
-        target = d["target"] if target_index == -1 else target_index
+        target = d["target"] if target_index is None else target_index
         target = lws if target is None else target
         slots = canonical_slots(n, lws, post)
         # A LoRA's clean indices are applied like musubi's control_index (in order, as far as there are
@@ -497,25 +513,25 @@ def resolve_layout(
         name = "the LoRA's clean_indices" if preset == "from LoRA" else f"{preset} control_index"
         slots = overwrite_indices(slots, d["control_index"], warnings, name)
         slots = overwrite_indices(slots, ci, warnings)
-        if latent_index != -1:
+        if latent_index is not None:
             slots = _set_control_index(slots, 0, latent_index, "latent_index", warnings)
-        if history_index != -1:
+        if history_index is not None:
             slots = _set_control_index(slots, 1, history_index, "history_index", warnings)
         default_siglip = Siglip(((0, 1.0),))
 
     elif preset == "eichi":
         d = EICHI_DEFAULTS
         post, g2x, g4x = pick(post_t, d["post"]), pick(t2x, d["g2x"]), pick(t4x, d["g4x"])
-        target = d["target"] if target_index == -1 else target_index
+        target = d["target"] if target_index is None else target_index
         if target > lws - 1:
             warnings.append(f"target_index {target} clamped to {lws - 1} (eichi allows 0..latent_window_size-1)")
             target = lws - 1
-        li = d["latent_index"] if latent_index == -1 else latent_index
-        hi = d["history_index"] if history_index == -1 else history_index
+        li = d["latent_index"] if latent_index is None else latent_index
+        hi = d["history_index"] if history_index is None else history_index
         slots = [CleanSlot("control", li, control=0, mask=True)] if n >= 1 else [CleanSlot("zero", li)]
         if n >= 2:
             slots.append(CleanSlot("control", hi, control=1, mask=True))
-        elif history_index != -1:
+        elif history_index is not None:
             warnings.append("history_index given but no reference control is connected; ignored")
         if n > 2:
             warnings.append(f"eichi uses the start image and one reference; controls 2..{n - 1} are ignored")
@@ -533,10 +549,10 @@ def resolve_layout(
             if val:
                 warnings.append(f"{name}=on departs from kijai's sampler (which never adds it)")
         if kise:
-            target = d["target"] if target_index == -1 else target_index
+            target = d["target"] if target_index is None else target_index
             if target > 8:
                 warnings.append(f"target_index {target} is outside kijai's range 0..8")
-            hi = d["history_index"] if history_index == -1 else history_index
+            hi = d["history_index"] if history_index is None else history_index
             if hi > 16:
                 warnings.append(f"history_index {hi} is outside kijai's range 0..16")
             # kijai's reference_mask branch is broken: the reference's mask never applies there.
@@ -546,19 +562,19 @@ def resolve_layout(
             w_ref = d["reference_weight"]
             default_siglip = Siglip(((0, 1.0 - w_ref), (1, w_ref)))
         else:
-            target = lws - 1 if target_index == -1 else target_index
-            if target_index != -1:
+            target = lws - 1 if target_index is None else target_index
+            if target_index is not None:
                 warnings.append("target_index given: kijai's normal mode always uses latent_window_size-1")
-            if history_index != -1:
+            if history_index is not None:
                 warnings.append("history_index given but no reference control is connected; ignored")
             slots = canonical_slots(n, lws, post=False)
             default_siglip = Siglip(((0, 1.0),))
         if post:
             slots.append(CleanSlot("post", 1 + lws))
-        if latent_index != -1:
+        if latent_index is not None:
             slots = _set_control_index(slots, 0, latent_index, "latent_index", warnings)
         slots = overwrite_indices(slots, ci, warnings)
-        if latent_window_size != -1 and (lws > 33 or lws < 1):
+        if latent_window_size is not None and (lws > 33 or lws < 1):
             warnings.append(f"latent_window_size {lws} is outside kijai's range 1..33")
 
     else:  # plusone
@@ -568,13 +584,13 @@ def resolve_layout(
         for name, val in (("use_clean_latents_2x", t2x), ("use_clean_latents_4x", t4x)):
             if val:
                 warnings.append(f"{name}=on departs from PlusOne's sampler (which never adds it)")
-        if latent_window_size != -1 and lws > 33:
+        if latent_window_size is not None and lws > 33:
             warnings.append(f"latent_window_size {lws} is outside PlusOne's range 1..33")
         if kise:
             post = pick(post_t, True)
             if post_t is False:
                 warnings.append("use_clean_latents_post=off departs from PlusOne (which always adds the zero post)")
-            target = d["target"] if target_index == -1 else target_index
+            target = d["target"] if target_index is None else target_index
             if target > 16:
                 warnings.append(f"target_index {target} is outside PlusOne's range 0..16")
             if n > 9:
@@ -584,15 +600,15 @@ def resolve_layout(
             default_siglip = Siglip(((1, 1.0),))  # PlusOne feeds the first reference's embedding
         else:
             post = pick(post_t, False)
-            target = lws - 1 if target_index == -1 else target_index
-            if target_index != -1:
+            target = lws - 1 if target_index is None else target_index
+            if target_index is not None:
                 warnings.append("target_index given: PlusOne's normal mode always uses latent_window_size-1")
             slots = canonical_slots(n, lws, post)
             slots = overwrite_indices(slots, ci, warnings)
             default_siglip = Siglip(((0, 1.0),))
-        if latent_index != -1:
+        if latent_index is not None:
             slots = _set_control_index(slots, 0, latent_index, "latent_index", warnings)
-        if history_index != -1:
+        if history_index is not None:
             slots = _set_control_index(slots, 1, history_index, "history_index", warnings)
 
     if n == 0:
@@ -601,76 +617,85 @@ def resolve_layout(
         preset=preset, latent_window_size=lws, target_index=target, clean=tuple(slots),
         clean_2x=group_2x(lws) if g2x else Group(), clean_4x=group_4x(lws) if g4x else Group(),
         siglip=siglip if siglip is not None else default_siglip, num_controls=n, warnings=warnings,
-        options=options,
     )
     for c, _ in layout.siglip.weights:
         if c >= max(n, 1):
             warnings.append(f"SigLIP source control {c} is not connected; the start image's embedding is used")
             layout.siglip = Siglip(((0, 1.0),))
             break
-    _check_common(layout, causal=preset in ("eichi", "kijai") or history_index != -1)
+    _check_common(layout, causal=preset in ("eichi", "kijai") or history_index is not None)
     return layout
 
 
-def _lora_defaults(settings: dict | None, n: int, warnings: list[str], node: str) -> dict:
+def _lora_defaults(settings: dict | None, warnings: list[str]) -> dict:
     """FRAMEPACK_LORA_SETTINGS (a plain dict; any key may be missing) -> canonical preset defaults."""
     if settings is None:
-        raise _err(node, "lora_settings", "is not connected but preset is 'from LoRA': connect the LoRA "
-                                          "loader's settings output or pick another preset")
+        raise LayoutError("lora_settings", "is not connected but preset is 'from LoRA': connect the LoRA "
+                                           "loader's settings output or pick another preset")
     if not isinstance(settings, dict):
-        raise _err(node, "lora_settings", f"must be a dict of LoRA training settings, got {type(settings).__name__}")
+        raise LayoutError("lora_settings", f"must be a dict of LoRA training settings, got {type(settings).__name__}")
     defaults = {"latent_window_size": 9, "target_index": None, "clean_indices": [0], "no_post": False,
                 "no_2x": False, "no_4x": False}
     missing = [k for k in defaults if settings.get(k) is None]
     if missing:
         warnings.append(f"LoRA settings have no {', '.join(missing)}; using musubi-tuner's defaults for them")
     lws = settings.get("latent_window_size") or 9
-    _check_int(node, "lora_settings.latent_window_size", int(lws), 1, MAX_WINDOW, allow_default=False)
+    check_int("lora_settings.latent_window_size", int(lws), 1, MAX_WINDOW)
     target = settings.get("target_index")
     if target is not None:
-        _check_int(node, "lora_settings.target_index", int(target), 0, MAX_INDEX, allow_default=False)
-    clean = parse_index_list(settings.get("clean_indices") or [0], "lora_settings.clean_indices", node)
+        check_int("lora_settings.target_index", int(target), 0, MAX_INDEX)
+    clean = check_indices("lora_settings.clean_indices", [int(v) for v in settings.get("clean_indices") or [0]])
     return dict(lws=int(lws), target=None if target is None else int(target), control_index=clean,
                 post=not bool(settings.get("no_post", False)), g2x=not bool(settings.get("no_2x", False)),
                 g4x=not bool(settings.get("no_4x", False)))
 
 
-WIDGETS = ("preset", "latent_window_size", "target_index", "control_index", "latent_index", "history_index",
-           "use_clean_latents_post", "use_clean_latents_2x", "use_clean_latents_4x", "siglip_source", "siglip_mix")
+def attach_controls(options: LayoutOptions, layout: OneFrameLayout, controls: Sequence[Control],
+                    fit_warnings: Sequence[str] = ()) -> FramePackLayout:
+    """The layout node's output: `layout` (resolved from `options` for these controls) carrying the
+    controls, with the warnings only the controls can tell: re-fits, a SigLIP source without an
+    embedding, masks the preset leaves unapplied."""
+    if layout.num_controls != len(controls):
+        raise ValueError(f"attach_controls: the layout was resolved for {layout.num_controls} controls, "
+                         f"{len(controls)} given")
+    warnings = list(fit_warnings) + list(layout.warnings)
+    for c, _ in layout.siglip.weights:
+        if controls[c].image_embeds is None:
+            warnings.append(f"SigLIP source {'start' if c == 0 else f'control {c}'} has no embedding (no CLIP vision "
+                            f"connected to its FramePackEncodeImage): the model runs without image tokens, which "
+                            f"FramePack was not trained for")
+            break
+    for s in layout.clean:
+        if s.kind == "control" and not s.mask and controls[s.control].mask is not None:
+            warnings.append(f"{s.label}'s mask is not applied (as in {layout.preset})")
+    return FramePackLayout(options=options, layouts=(dataclasses.replace(layout, warnings=warnings),),
+                           controls=tuple(controls))
 
 
-def layout_from_widgets(values: dict, num_controls: int, lora_settings: dict | None = None) -> OneFrameLayout:
-    """The preview route's entry: the layout node's widget values (unknown keys ignored) -> layout."""
-    kwargs = {k: values[k] for k in WIDGETS if k in values and values[k] is not None}
-    return resolve_layout(num_controls, lora_settings=lora_settings, **kwargs)
+def build_layout(controls: Sequence[Control], options: LayoutOptions | None = None, **fields) -> FramePackLayout:
+    """Resolve for `controls` (already fitted to one size) and attach them: a FRAMEPACK_LAYOUT in one call."""
+    options = options if options is not None else LayoutOptions(**fields)
+    check_controls(controls)
+    return attach_controls(options, resolve_layout(len(controls), options), controls)
 
 
-def sweep_layouts(layout: OneFrameLayout, vary: str, values: Sequence[int], node: str = "FramePackLayoutSweep"
-                  ) -> LayoutSweep:
-    """Re-resolve `layout`'s options once per value of `vary` (latent_window_size or target_index)."""
-    if vary not in ("latent_window_size", "target_index"):
-        raise _err(node, "vary", f"is {vary!r}; allowed: latent_window_size, target_index")
+def sweep_layout(layout: FramePackLayout, vary: str, values: Sequence[int]) -> FramePackLayout:
+    """`layout` re-resolved once per value of `vary` (latent_window_size or target_index), same controls."""
+    if vary not in SWEEPABLE:
+        raise LayoutError("vary", f"is {vary!r}; allowed: {', '.join(SWEEPABLE)}")
     if not values:
-        raise _err(node, "values", "is empty: give a list such as \"5,9,13\"")
-    if not layout.options:
-        raise _err(node, "layout", "was not made by FramePackOneFrameLayout (it has no options to vary)")
+        raise LayoutError("values", "is empty: give a list such as \"5,9,13\"")
+    if not is_layout(layout) or layout.is_sweep:
+        raise LayoutError("layout", "must be a single layout (not a sweep) to sweep")
+    lo, hi = (1, MAX_WINDOW) if vary == "latent_window_size" else (0, MAX_INDEX)
     layouts = []
     for v in values:
-        opts = dict(layout.options)
-        opts[vary] = int(v)
-        lo, hi = (1, MAX_WINDOW) if vary == "latent_window_size" else (0, MAX_INDEX)
         if not lo <= int(v) <= hi:
-            raise _err(node, "values", f"has {vary}={v} out of range {lo}..{hi}")
-        layouts.append(dataclasses.replace(resolve_layout(layout.num_controls, node=node, **opts),
-                                           controls=layout.controls))
-    return LayoutSweep(layouts=layouts, vary=vary, values=[int(v) for v in values])
-
-
-def parse_sweep_values(text: str, node: str = "FramePackLayoutSweep") -> list[int]:
-    text = (text or "").strip()
-    if not text or not re.fullmatch(r"\s*[+-]?\d+(\s*[;,]\s*[+-]?\d+)*\s*", text):
-        raise _err(node, "values", f"is malformed: {text!r}. Expected integers separated by ',' e.g. \"5,9,13\"")
-    return [int(p) for p in re.split(r"[;,]", text)]
+            raise LayoutError("values", f"has {vary}={v} out of range {lo}..{hi}")
+        options = dataclasses.replace(layout.options, **{vary: int(v)})
+        layouts.append(resolve_layout(layout.layouts[0].num_controls, options))
+    return FramePackLayout(options=layout.options, layouts=tuple(layouts), vary=vary,
+                           values=tuple(int(v) for v in values), controls=layout.controls)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -703,82 +728,59 @@ def _rows(t: torch.Tensor, rows: list[int]) -> torch.Tensor:
     return t[rows]
 
 
-def check_control_batches(controls: Sequence[Control], node: str = NODE) -> int:
+def check_control_batches(controls: Sequence[Control]) -> int:
     """Every control must have batch 1 or the start's batch; returns the start batch."""
     if not controls or controls[0] is None:
-        raise _err(node, "start", "is missing: connect a FramePackEncodeImage output as the start image")
+        raise LayoutError("start", "is missing: connect a FramePackEncodeImage output as the start image")
     b = controls[0].batch
     for i, c in enumerate(controls[1:], 1):
         if c.batch not in (1, b):
-            raise _err(node, "controls", f"control {i} has a batch of {c.batch} images but the start has {b}; "
-                                         f"use one image or as many as the start")
+            raise LayoutError("controls", f"control {i} has a batch of {c.batch} images but the start has {b}; "
+                                          f"use one image or as many as the start")
     return b
 
 
-def check_controls(controls: Sequence[Control], node: str = NODE) -> int:
+def check_controls(controls: Sequence[Control]) -> int:
     """Controls must share latent size and have batch 1 or the start's batch; returns the start batch."""
-    b = check_control_batches(controls, node)
+    b = check_control_batches(controls)
     hw = controls[0].latent_hw
     for i, c in enumerate(controls[1:], 1):
         if c.latent_hw != hw:
-            raise _err(node, "controls", f"control {i} has latent size {c.latent_hw} but the start has {hw}; "
-                                         f"fit it to the start's size first")
+            raise LayoutError("controls", f"control {i} has latent size {c.latent_hw} but the start has {hw}; "
+                                          f"fit it to the start's size first")
     return b
 
 
-def attach_controls(layout: OneFrameLayout, controls: Sequence[Control], fit_warnings: Sequence[str] = ()
-                    ) -> OneFrameLayout:
-    """`layout` carrying `controls` (the layout node's output), with the warnings only the controls
-    can tell: re-fits, a SigLIP source without an embedding, masks the preset leaves unapplied."""
-    warnings = list(fit_warnings) + list(layout.warnings)
-    for c, _ in layout.siglip.weights:
-        if controls[c].image_embeds is None:
-            warnings.append(f"SigLIP source {'start' if c == 0 else f'control {c}'} has no embedding (no CLIP vision "
-                            f"connected to its FramePackEncodeImage): the model runs without image tokens, which "
-                            f"FramePack was not trained for")
-            break
-    for s in layout.clean:
-        if s.kind == "control" and not s.mask and controls[s.control].mask is not None:
-            warnings.append(f"{s.label}'s mask is not applied (as in {layout.preset})")
-    return dataclasses.replace(layout, controls=tuple(controls), warnings=warnings)
+def layout_model_inputs(layout: FramePackLayout, batch_size: int, device=None,
+                        dtype: torch.dtype = torch.float32) -> tuple[dict, list[int]]:
+    """The transformer's keyword inputs for `layout` (spec section 1) and each sample's seed offset.
 
-
-def layout_controls(layout) -> tuple[Control, ...] | None:
-    """The controls a layout or a sweep carries from the layout node; None for anything else
-    (duck-typed like `as_layout_list`)."""
-    if hasattr(layout, "layouts") or (hasattr(layout, "clean") and hasattr(layout, "target_index")):
-        return getattr(layout, "controls", None)
-    return None
-
-
-def as_layout_list(layout) -> list[OneFrameLayout]:
-    """A layout, a sweep or a sequence of layouts -> list of layouts.
-
-    Duck-typed on purpose: ComfyUI may load this package under a second module name, whose
-    classes are not the ones a caller imported.
+    `layout_model_inputs(layout, batch_size, device=None, dtype=torch.float32) -> (inputs, seed_offsets)`.
+    The batch is values x start-image batch x batch_size samples, ordered value-major, then start
+    image, then seed; `seed_offsets[j] = j % (start batch x batch_size)`, so every value of a sweep
+    repeats the same seeds. `inputs` holds latent_indices, clean_latents, clean_latent_indices,
+    clean_latents_2x, clean_latent_2x_indices, clean_latents_4x, clean_latent_4x_indices and
+    image_embeds; index tensors are (B, k) per sample for a layout of several values, 1-D (shared)
+    for one; a group that is absent is None.
     """
-    if hasattr(layout, "layouts"):
-        return list(layout.layouts)
-    if hasattr(layout, "clean") and hasattr(layout, "target_index"):
-        return [layout]
-    return list(layout)
+    if not is_layout(layout):
+        raise TypeError(f"layout_model_inputs needs a FRAMEPACK_LAYOUT (FramePackLayout), got {type(layout).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size is {batch_size}; allowed: 1 or more")
+    controls = layout.controls
+    if not controls:
+        raise ValueError("layout_model_inputs: the layout carries no controls (attach_controls / build_layout)")
+    per = check_controls(controls) * batch_size
+    total = len(layout.layouts) * per
+    per_sample = [layout.layouts[j // per] for j in range(total)]
+    rows = [(j % per) // batch_size for j in range(total)]
+    inputs = _model_inputs(per_sample, len(layout.layouts) > 1, controls, rows, device, dtype)
+    return inputs, [j % per for j in range(total)]
 
 
-def layout_model_inputs(layout: OneFrameLayout | LayoutSweep | Sequence[OneFrameLayout],
-                        controls: Sequence[Control], batch: int, rows: Sequence[int] | None = None,
-                        device=None, dtype: torch.dtype = torch.float32) -> dict:
-    """The transformer's keyword inputs for a batch of `batch` samples (spec section 1).
-
-    `layout` is one layout (shared by the batch) or one per sample (a sweep): then indices are
-    (B, k) per sample. `rows[j]` says which image of a control's batch sample j uses (default: all
-    samples share image 0 when controls have batch 1, else j * start_batch // batch).
-    Returns latent_indices, clean_latents, clean_latent_indices, clean_latents_2x,
-    clean_latent_2x_indices, clean_latents_4x, clean_latent_4x_indices and image_embeds.
-    """
-    layouts = as_layout_list(layout)
-    per_sample = len(layouts) > 1
-    if per_sample and len(layouts) != batch:
-        raise ValueError(f"{len(layouts)} layouts for a batch of {batch}")
+def _model_inputs(layouts: list[OneFrameLayout], per_sample: bool, controls: Sequence[Control], rows: list[int],
+                  device, dtype: torch.dtype) -> dict:
+    """The keyword inputs for one layout per sample (`per_sample`: (B, k) indices; else all share layouts[0])."""
     first = layouts[0]
     for lay in layouts[1:]:
         same = ([s.kind for s in lay.clean] == [s.kind for s in first.clean]
@@ -786,16 +788,9 @@ def layout_model_inputs(layout: OneFrameLayout | LayoutSweep | Sequence[OneFrame
                 and lay.clean_2x.frames == first.clean_2x.frames and lay.clean_4x.frames == first.clean_4x.frames)
         if not same:
             raise ValueError("layouts batched together must place the same latents (only indices may differ)")
-    if controls:
-        start_batch = check_controls(controls)
-        h, w = controls[0].latent_hw
-        ref = controls[0].latent
-    else:
-        raise ValueError("layout_model_inputs needs at least the start control")
-    if rows is None:
-        rows = [j * start_batch // batch for j in range(batch)]
-    rows = list(rows)
-    device = device if device is not None else ref.device
+    batch = len(rows)
+    h, w = controls[0].latent_hw
+    device = device if device is not None else controls[0].latent.device
     zeros = lambda k: torch.zeros(batch, 16, k, h, w, device=device, dtype=dtype)  # noqa: E731
 
     def idx(values_per_layout: list[list[int]]):

@@ -1,6 +1,6 @@
 """Reading FramePack weight files into a ComfyUI MODEL.
 
-`load_framepack(name_or_path, weight_dtype)` returns a `comfy.model_patcher.ModelPatcher` around a
+`load_framepack(name_or_path, weight_dtype)` returns ComfyUI's `CoreModelPatcher` (`ModelPatcher` on 0.3.75) around a
 `FramePackModel` (see `comfy_model.py`). It accepts what users have in `models/diffusion_models/`:
 
 * a single `.safetensors` file (`FramePackI2V_HY_bf16.safetensors`, `..._fp8_e4m3fn.safetensors`,
@@ -61,6 +61,7 @@ import comfy.model_patcher
 import comfy.ops
 import folder_paths
 
+from .architecture import guess_architecture
 from .comfy_model import FramePackModelConfig
 from .model import infer_config
 
@@ -300,37 +301,6 @@ def _split_prefix(keys: list[str]) -> tuple[str, list[str]]:
     return "", []
 
 
-def _has(keys: set[str], *starts: str) -> bool:
-    return any(k.startswith(starts) for k in keys)
-
-
-def describe_other_architecture(keys: set[str]) -> str | None:
-    """What a checkpoint is, judged by its (prefix-stripped) keys, when it is not FramePack; None if it is."""
-    if {"x_embedder.proj.weight", "clean_x_embedder.proj.weight"} <= keys and _has(keys, "image_projection."):
-        return None
-    if _has(keys, "input_blocks.", "down_blocks.", "conv_in."):
-        if _has(keys, "label_emb.", "add_embedding."):
-            return "a Stable Diffusion XL UNet (input_blocks/label_emb keys)"
-        return "a Stable Diffusion UNet (input_blocks/down_blocks keys)"
-    if _has(keys, "double_blocks.", "single_blocks."):
-        if _has(keys, "txt_in.individual_token_refiner.", "img_in.proj."):
-            return ("a HunyuanVideo transformer in ComfyUI/original format (double_blocks/txt_in keys), "
-                    "not the FramePack packed model")
-        return "a Flux transformer (double_blocks/single_blocks keys)"
-    if _has(keys, "context_embedder.token_refiner.") or "x_embedder.proj.weight" in keys:
-        missing = [name for name in ("clean_x_embedder", "image_projection") if not _has(keys, name + ".")]
-        return (f"a HunyuanVideo transformer in diffusers format without FramePack's {' and '.join(missing)} "
-                "(HunyuanVideoTransformer3DModel, not the FramePack packed model)")
-    if _has(keys, "transformer_blocks.") and ("x_embedder.weight" in keys or "context_embedder.weight" in keys):
-        return "a Flux or SD3 transformer in diffusers format (x_embedder/context_embedder are plain linear layers)"
-    if _has(keys, "blocks.") and _has(keys, "patch_embedding."):
-        return "a Wan video transformer (blocks/patch_embedding keys)"
-    if _has(keys, "encoder.", "decoder.") and not _has(keys, "transformer_blocks."):
-        return "a VAE or text encoder (encoder/decoder keys)"
-    sample = ", ".join(sorted(keys)[:3]) or "no tensors"
-    return f"an unrecognised model (keys like {sample})"
-
-
 @dataclass
 class CheckpointPlan:
     """What will be loaded, worked out from the headers alone."""
@@ -357,9 +327,9 @@ def inspect_checkpoint(path: Path) -> CheckpointPlan:
     if others:
         logging.info("%s: %s: ignoring %d tensors outside %r", NODE_NAME, path, len(others), prefix)
     tensors = {k[len(prefix):]: r for k, r in weights.items() if k.startswith(prefix)}
-    other = describe_other_architecture(set(tensors))
-    if other is not None:
-        raise FramePackLoadError(path, f"this is {other}")
+    arch = guess_architecture(tensors)
+    if not arch.is_framepack:
+        raise FramePackLoadError(path, f"this is {arch.description}")
 
     scales = {}
     for layer, record in scale_weights.items():
@@ -451,7 +421,7 @@ def _read_tensor(handle, record: TensorRecord, dtype: torch.dtype, scale: torch.
 def load_framepack(name_or_path: str | os.PathLike, weight_dtype: str = "default"):
     """Load a FramePack checkpoint (a name from `list_checkpoints()` or a path) as a ComfyUI MODEL.
 
-    Returns a `ModelPatcher` whose `.model` is a `FramePackModel`, weights on the CPU (the file's
+    Returns a `CoreModelPatcher` / `ModelPatcher` whose `.model` is a `FramePackModel`, weights on the CPU (the file's
     memory map under "default"), ready for `comfy.model_management.load_models_gpu`.
     Raises `FramePackLoadError` for a bad file or `weight_dtype` before reading any weight.
     """
@@ -530,5 +500,7 @@ def load_framepack(name_or_path: str | os.PathLike, weight_dtype: str = "default
                  compute or storage, config)
     # ComfyUI's loaders build `CoreModelPatcher`, which a current ComfyUI's main.py swaps for its Dynamic
     # VRAM patcher at start-up (looked up here, at call time, for that reason); 0.3.75 has only ModelPatcher.
-    patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
-    return patcher(model, load_device=load_device, offload_device=offload_device)
+    patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    patcher = patcher_class(model, load_device=load_device, offload_device=offload_device)
+    logging.info("%s: managed by %s on %s", NODE_NAME, type(patcher).__name__, load_device)
+    return patcher

@@ -1,4 +1,4 @@
-"""LoRA files for FramePack → ComfyUI weight patches, plus what the file's header says about training.
+"""LoRA files for FramePack → ComfyUI weight patches.
 
 How a LoRA reaches the model
 ----------------------------
@@ -27,40 +27,10 @@ same module), after trying the name as is and then without the prefixes `lora_un
   of up times down. ComfyUI's own offset patches, `(key, (dim, start, size))`, narrow the *model*
   weight to a slice — the case of a fused model and a split LoRA — so they do not apply here.
 
-The header ("instruction manual")
----------------------------------
-What musubi-tuner writes (read in kohya-ss/musubi-tuner at 30c658c, 2026-06-24, and its history
-back to the first one-frame commits of May 2025): `training/trainer_base.py` `NetworkTrainer.train`
-builds `metadata` (before the 2026-04 refactor the same code sat in `hv_train_network.py`):
-ss_session_id (ss_ss_session_id before 2025-08-30), ss_training_started_at, ss_output_name,
-ss_learning_rate, ss_num_train_items, ss_num_batches_per_epoch, ss_num_epochs,
-ss_gradient_checkpointing(_cpu_offload), ss_gradient_accumulation_steps, ss_max_train_steps,
-ss_lr_warmup_steps, ss_lr_scheduler, ss_base_model_version ("framepack"), ss_network_module,
-ss_network_dim, ss_network_alpha, ss_network_dropout, ss_mixed_precision, ss_seed,
-ss_training_comment, ss_optimizer, ss_max_grad_norm, ss_fp8_base, ss_full_fp16, ss_full_bf16,
-ss_weighting_scheme, ss_logit_mean, ss_logit_std, ss_mode_scale, ss_guidance_scale,
-ss_timestep_sampling, ss_sigmoid_scale, ss_discrete_flow_shift, ss_datasets, ss_network_args (only
-with --network_args), ss_sd_model_name, ss_vae_name, and at each save ss_training_finished_at,
-ss_steps, ss_epoch (all values str()). `ss_datasets` is json.dumps of each dataset's `get_metadata()`
-(`dataset/image_video_dataset.py`): resolution [w, h], caption_extension, batch_size_per_device,
-num_repeats, enable_bucket, bucket_no_upscale, image_directory / image_jsonl_file /
-control_directory (base names), has_control (+ frame settings for video datasets).
-`utils/sai_model_spec.py` `build_metadata` adds modelspec.* (architecture "framepack/lora",
-implementation, title, date, resolution = --metadata_reso or "1280x720", optional
-author/description/license/tags), `networks/lora.py` `save_weights` adds sshs_model_hash /
-sshs_legacy_hash. --no_metadata keeps only ss_base_model_version, ss_network_module/dim/alpha/args.
-
-Not recorded anywhere: the dataset's one-frame settings (`fp_1f_target_index`,
-`fp_1f_clean_indices`, `fp_1f_no_post`, `fp_latent_window_size`) and the cache flags
-`--one_frame_no_2x/_4x`. So `read_settings` returns what can be known: `resolution` from
-`ss_datasets`, plus one-frame settings only where a person wrote them into a free-text field
-(`ss_training_comment`, `modelspec.description`, `modelspec.usage_hint`, …) in musubi's own
-spelling (`target_index=1,control_index=0;10,no_post,no_2x,no_4x` or `fp_1f_target_index = 1` …),
-or where some trainer stored `fp_1f_*` keys directly (no musubi version does).
+The header (the training settings a LoRA file records) is read by `lora_metadata.py`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -72,6 +42,9 @@ import torch
 import comfy.lora
 import comfy.utils
 import comfy.weight_adapter as weight_adapter
+
+from .architecture import COMPATIBLE_FAMILIES, guess_architecture
+from .lora_metadata import read_settings
 
 log = logging.getLogger(__name__)
 
@@ -227,83 +200,6 @@ def find_target(module: str, table: dict[str, Target]) -> Target | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Which model was this LoRA made for?
-# ---------------------------------------------------------------------------------------------
-
-_ARCH_NAMES = [  # (substring of modelspec.architecture / ss_base_model_version, family)
-    ("framepack", "FramePack"), ("hunyuan-video-1.5", "HunyuanVideo 1.5"), ("hunyuan_video_1_5", "HunyuanVideo 1.5"),
-    ("hunyuan-video", "HunyuanVideo"), ("hunyuan_video", "HunyuanVideo"), ("wan", "Wan"),
-    ("flux", "Flux"), ("qwen", "Qwen-Image"), ("stable-diffusion-xl", "SDXL"), ("sdxl", "SDXL"),
-    ("stable-diffusion-v1", "SD 1.x"), ("sd_v1", "SD 1.x"), ("stable-diffusion-v2", "SD 2.x"), ("sd_v2", "SD 2.x"),
-    ("stable-diffusion-3", "SD3"), ("sd3", "SD3"), ("z-image", "Z-Image"), ("z_image", "Z-Image"),
-    ("kandinsky", "Kandinsky 5"), ("hidream", "HiDream"), ("ltx", "LTX-Video"), ("mochi", "Mochi"),
-    ("lumina", "Lumina"), ("chroma", "Chroma"), ("auraflow", "AuraFlow"), ("pixart", "PixArt"),
-]
-# Families whose layers FramePack shares by design (FramePack is a fine-tuned HunyuanVideo).
-_COMPATIBLE = {"FramePack", "HunyuanVideo"}
-
-
-def _family_from_metadata(metadata: dict[str, str]) -> str | None:
-    for field_name in ("modelspec.architecture", "ss_base_model_version"):
-        value = (metadata.get(field_name) or "").lower()
-        if value:
-            for needle, family in _ARCH_NAMES:
-                if needle in value:
-                    return family
-    return None
-
-
-def _unet_family(shapes: dict[str, tuple]) -> str:
-    """SD 1.x / 2.x / SDXL from the text width the UNet's cross-attention reads (768 / 1024 / 2048)."""
-    widths = {int(shape[1]) for key, shape in shapes.items()
-              if re.search(r"attn2[._]to_[kv]\.lora_down\.weight$", key) and len(shape) == 2}
-    names = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
-    found = sorted(names[w] for w in widths if w in names)
-    return " / ".join(found) if found else "SD 1.x / SD 2.x / SDXL"
-
-
-def guess_family(keys: list[str], metadata: dict[str, str] | None = None,
-                 shapes: dict[str, tuple] | None = None) -> tuple[str | None, str]:
-    """(family, reason) from the header first, then from characteristic key names and shapes."""
-    family = _family_from_metadata(metadata or {})
-    if family:
-        src = "modelspec.architecture" if (metadata or {}).get("modelspec.architecture") else "ss_base_model_version"
-        return family, f"its header says {src}={metadata.get(src)!r}"
-    joined = "\n".join(keys)
-
-    def has(pattern):
-        return re.search(pattern, joined, re.MULTILINE) is not None
-
-    def max_index(pattern):
-        found = [int(m) for m in re.findall(pattern, joined)]
-        return max(found) if found else None
-
-    if has(r"^lora_te2_"):
-        return "SDXL", "it has lora_te2_* (second SDXL text encoder) keys"
-    if has(r"^lora_unet_(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)"):
-        return _unet_family(shapes or {}), "its keys are lora_unet_down_blocks_/input_blocks_… (a UNet)"
-    if has(r"(^|\.|_)blocks[._]\d+[._](self_attn|cross_attn)[._]") or has(r"(^|\.|_)blocks[._]\d+[._]ffn[._]"):
-        return "Wan", "its keys are blocks.N.self_attn/cross_attn/ffn (Wan 2.x)"
-    if has(r"transformer_blocks[._]\d+[._](img_mlp|txt_mlp|img_mod|txt_mod)"):
-        return "Qwen-Image", "its keys are transformer_blocks.N.img_mlp/txt_mlp (Qwen-Image)"
-    if has(r"double_blocks[._]\d+") or has(r"single_blocks[._]\d+"):
-        d = max_index(r"double_blocks[._](\d+)[._]")
-        s = max_index(r"single_blocks[._](\d+)[._]")
-        if has(r"individual_token_refiner|txt_in[._]"):
-            return "HunyuanVideo", "it uses HunyuanVideo's original names (double_blocks/single_blocks, txt_in refiner)"
-        if d == 18 and s in (None, 37) or s == 37 and d in (None, 18):
-            return "Flux", "its double_blocks/single_blocks stop at 18/37 (Flux.1 has 19 + 38 blocks; HunyuanVideo 20 + 40)"
-        return "HunyuanVideo", "it uses HunyuanVideo's original names (double_blocks/single_blocks)"
-    if has(r"transformer_blocks[._]\d+") or has(r"single_transformer_blocks[._]\d+"):
-        d = max_index(r"(?<!single)(?<!single_)transformer_blocks[._](\d+)[._]")
-        s = max_index(r"single_transformer_blocks[._](\d+)[._]")
-        if d == 18 and s == 37:
-            return "Flux", "its transformer_blocks/single_transformer_blocks stop at 18/37 (Flux.1; FramePack has 20 + 40)"
-        return "FramePack", "its keys use FramePack's (diffusers HunyuanVideo) layer names"
-    return None, "its key names are not ones this pack recognises"
-
-
-# ---------------------------------------------------------------------------------------------
 # LoRA → patches
 # ---------------------------------------------------------------------------------------------
 
@@ -438,8 +334,8 @@ def lora_to_patches(lora_sd: dict[str, torch.Tensor], model_shapes: dict[str, to
     for another model" into the user's error.
     """
     report = LoraReport(name=name, total_keys=len(lora_sd))
-    report.family, report.family_reason = guess_family(list(lora_sd), metadata,
-                                                       {k: tuple(v.shape) for k, v in lora_sd.items()})
+    arch = guess_architecture(lora_sd, metadata, {k: tuple(v.shape) for k, v in lora_sd.items()})
+    report.family, report.family_reason = arch.family, arch.reason
     table = build_target_table(model_shapes)
 
     modules: dict[str, dict[str, torch.Tensor]] = {}
@@ -507,7 +403,7 @@ def check_family(report: LoraReport, node: str, input_name: str) -> None:
     """Raise the 'this looks like a LoRA for X' error when the LoRA cannot be for FramePack."""
     looks = (f"this looks like a LoRA for {report.family} ({report.family_reason})" if report.family
              else f"this does not look like a FramePack LoRA ({report.family_reason})")
-    if report.family and report.family not in _COMPATIBLE:
+    if report.family and report.family not in COMPATIBLE_FAMILIES:
         raise ValueError(f"{node}: {input_name} '{report.name}' cannot be applied to FramePack: {looks}. "
                          "Use a LoRA trained for FramePack (or HunyuanVideo), e.g. with musubi-tuner's fpack_train_network.")
     if report.weights_patched == 0:
@@ -566,192 +462,3 @@ def apply_lora(patcher, path: str, strength: float, name: str, node: str = "Fram
             raise RuntimeError(f"{node}: ModelPatcher accepted {len(added)} of {len(patches)} patches of '{name}'")
     settings, header = read_settings(metadata)
     return AppliedLora(report, settings, header)
-
-
-# ---------------------------------------------------------------------------------------------
-# The header: one-frame settings and a plain summary
-# ---------------------------------------------------------------------------------------------
-
-SETTINGS_KEYS = ("target_index", "clean_indices", "no_post", "no_2x", "no_4x", "latent_window_size", "resolution")
-_FREE_TEXT_FIELDS = ("ss_training_comment", "modelspec.usage_hint", "modelspec.description", "modelspec.tags",
-                     "modelspec.trigger_phrase", "ss_output_name", "modelspec.title")
-
-
-def _as_bool(v) -> bool | None:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("true", "1", "yes", "on"):
-        return True
-    if s in ("false", "0", "no", "off", "none", ""):
-        return False
-    return None
-
-
-def _int_list(v) -> list[int] | None:
-    if isinstance(v, (list, tuple)):
-        try:
-            return [int(x) for x in v]
-        except (TypeError, ValueError):
-            return None
-    found = re.findall(r"-?\d+", str(v))
-    return [int(x) for x in found] or None
-
-
-def _from_structured(d: dict) -> dict:
-    """fp_1f_* / fp_latent_window_size keys (musubi's dataset-config names) in a dict."""
-    out = {}
-    if d.get("fp_1f_target_index") is not None:
-        out["target_index"] = int(d["fp_1f_target_index"])
-    if d.get("fp_1f_clean_indices") is not None:
-        indices = _int_list(d["fp_1f_clean_indices"])
-        if indices is not None:
-            out["clean_indices"] = indices
-    if d.get("fp_1f_no_post") is not None and _as_bool(d["fp_1f_no_post"]) is not None:
-        out["no_post"] = _as_bool(d["fp_1f_no_post"])
-    for k in ("one_frame_no_2x", "fp_1f_no_2x"):
-        if d.get(k) is not None and _as_bool(d[k]) is not None:
-            out["no_2x"] = _as_bool(d[k])
-    for k in ("one_frame_no_4x", "fp_1f_no_4x"):
-        if d.get(k) is not None and _as_bool(d[k]) is not None:
-            out["no_4x"] = _as_bool(d[k])
-    if d.get("fp_latent_window_size") is not None:
-        out["latent_window_size"] = int(d["fp_latent_window_size"])
-    return out
-
-
-def _from_text(text: str) -> dict:
-    """musubi's spellings in free text: `target_index=1,control_index=0;10,no_post,no_2x,no_4x`
-    (the --one_frame_inference option) or dataset-config lines `fp_1f_target_index = 1` …"""
-    out: dict = {}
-    m = re.search(r"fp_1f_target_index\s*[=:]\s*(\d+)", text) or re.search(r"(?<![\w])target_index\s*[=:]\s*(\d+)", text)
-    if m:
-        out["target_index"] = int(m.group(1))
-    m = (re.search(r"fp_1f_clean_indices\s*[=:]\s*\[([\d\s,]*)\]", text)
-         or re.search(r"(?<![\w])control_index\s*[=:]\s*(\d+(?:\s*;\s*\d+)*)", text)
-         or re.search(r"(?<![\w])clean_indices\s*[=:]\s*\[?([\d\s,;]*)\]?", text))
-    if m and _int_list(m.group(1)):
-        out["clean_indices"] = _int_list(m.group(1))
-    m = re.search(r"fp_1f_no_post\s*[=:]\s*(\w+)", text)
-    if m and _as_bool(m.group(1)) is not None:
-        out["no_post"] = _as_bool(m.group(1))
-    elif re.search(r"(?<![\w])no_post(?![\w])", text):
-        out["no_post"] = True
-    for flag in ("no_2x", "no_4x"):
-        if re.search(rf"(?<![\w]){flag}(?![\w])", text):
-            out[flag] = True
-    m = re.search(r"(?:fp_)?latent_window_size\s*[=:]\s*(\d+)", text)
-    if m:
-        out["latent_window_size"] = int(m.group(1))
-    if re.search(r"(?<![\w])(target_index|control_index)\s*=", text):
-        # musubi's --one_frame_inference string: a flag it does not list is off
-        for flag in ("no_post", "no_2x", "no_4x"):
-            out.setdefault(flag, False)
-    return out
-
-
-def read_settings(metadata: dict[str, str]) -> tuple[dict, str]:
-    """(FRAMEPACK_LORA_SETTINGS dict, a plain description of what the header holds).
-
-    The dict holds only keys in SETTINGS_KEYS that the header really records: `target_index` int,
-    `clean_indices` list[int], `no_post`/`no_2x`/`no_4x` bool, `latent_window_size` int,
-    `resolution` [width, height] (musubi's dataset `resolution`, the bucket base size).
-    """
-    metadata = metadata or {}
-    settings: dict = {}
-    found: list[str] = []
-
-    datasets = []
-    raw = metadata.get("ss_datasets")
-    if raw:
-        try:
-            datasets = json.loads(raw)
-            if isinstance(datasets, dict):
-                datasets = [datasets]
-        except (TypeError, ValueError):
-            datasets = []
-    datasets = [d for d in datasets if isinstance(d, dict)]
-
-    structured = _from_structured(metadata)
-    for d in datasets:
-        for k, v in _from_structured(d).items():
-            structured.setdefault(k, v)
-    if structured:
-        settings.update(structured)
-        found.append("one-frame settings from fp_1f_* keys (" + ", ".join(sorted(structured)) + ")")
-
-    for fld in _FREE_TEXT_FIELDS:
-        text = metadata.get(fld)
-        if not text:
-            continue
-        parsed = {k: v for k, v in _from_text(text).items() if k not in settings}
-        if parsed:
-            settings.update(parsed)
-            found.append(f"{', '.join(sorted(parsed))} from the text of {fld}")
-
-    resolutions = []
-    for d in datasets:
-        r = _int_list(d.get("resolution")) if d.get("resolution") is not None else None
-        if r:
-            resolutions.append([r[0], r[0]] if len(r) == 1 else r[:2])
-    if resolutions:
-        settings["resolution"] = resolutions[0]
-        extra = f" ({len(resolutions)} datasets: {resolutions})" if len({tuple(r) for r in resolutions}) > 1 else ""
-        found.append(f"resolution {resolutions[0][0]}x{resolutions[0][1]} (w x h) from ss_datasets{extra}")
-
-    return settings, describe_header(metadata, datasets, found)
-
-
-def describe_header(metadata: dict[str, str], datasets: list[dict], found: list[str]) -> str:
-    if not metadata:
-        return "header: no metadata (the LoRA records no training settings)"
-    lines = []
-    trainer = ("musubi-tuner" if "ss_base_model_version" in metadata and "ss_network_module" in metadata
-               and "networks." in metadata.get("ss_network_module", "") else None)
-    arch = metadata.get("modelspec.architecture") or metadata.get("ss_base_model_version")
-    bits = [f"architecture {arch}" if arch else None, f"trainer {trainer}" if trainer else None,
-            f"module {metadata['ss_network_module']}" if "ss_network_module" in metadata else None,
-            f"dim {metadata['ss_network_dim']}" if "ss_network_dim" in metadata else None,
-            f"alpha {metadata['ss_network_alpha']}" if "ss_network_alpha" in metadata else None,
-            f"base {metadata['ss_sd_model_name']}" if "ss_sd_model_name" in metadata else None,
-            f"{metadata['ss_steps']} steps" if "ss_steps" in metadata else None]
-    lines.append("header: " + ", ".join(b for b in bits if b))
-    for d in datasets:
-        kind = "video dataset" if "frame_extraction" in d or "target_frames" in d else "image dataset"
-        parts = [kind, f"resolution {d.get('resolution')}"]
-        if "has_control" in d:
-            control = _as_bool(d["has_control"])
-            parts.append("control images yes (one-frame edit training such as kisekaeichi / 1f-mc; how many "
-                         "and at which indices is not recorded)" if control and kind == "image dataset"
-                         else f"control images {'yes' if control else 'no'}")
-        if "num_repeats" in d:
-            parts.append(f"repeats {d['num_repeats']}")
-        lines.append("  dataset: " + ", ".join(parts))
-    if found:
-        lines.append("  recovered: " + "; ".join(found))
-    if not any(k in " ".join(found) for k in ("target_index", "clean_indices", "no_post")):
-        lines.append("  one-frame settings (target index, clean indices, no_post) are not in the header: "
-                     "musubi-tuner does not record them; use the values the LoRA's author publishes")
-    for fld in ("ss_training_comment", "modelspec.description", "modelspec.usage_hint"):
-        if metadata.get(fld) and metadata[fld] != "None":
-            lines.append(f"  {fld}: {metadata[fld][:300]}")
-    return "\n".join(lines)
-
-
-def merge_settings(entries: list[tuple[str, dict]]) -> tuple[dict, list[str]]:
-    """Settings of a stack: the layout keys of the first LoRA that records any (a layout is one
-    LoRA's recipe, never a mix), the resolution of that LoRA or else of the first that has one.
-    Later LoRAs with different values are reported as conflicts."""
-    layout_keys = [k for k in SETTINGS_KEYS if k != "resolution"]
-    warnings: list[str] = []
-    chosen = next(((n, s) for n, s in entries if any(k in s for k in layout_keys)), None)
-    merged = {k: v for k, v in chosen[1].items() if k in layout_keys} if chosen else {}
-    source = {k: chosen[0] for k in merged} if chosen else {}
-    with_res = next(((n, s) for n, s in ([chosen] if chosen else []) + entries if "resolution" in s), None)
-    if with_res:
-        merged["resolution"], source["resolution"] = with_res[1]["resolution"], with_res[0]
-    for name, settings in entries:
-        for k, v in settings.items():
-            if k in merged and source[k] != name and merged[k] != v:
-                warnings.append(f"{name} says {k}={v!r} but {source[k]} says {merged[k]!r}; using {source[k]}'s")
-    return merged, warnings

@@ -18,7 +18,6 @@ Sequence layout of one forward (see spec/model.md):
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -32,7 +31,7 @@ import comfy.patcher_extension
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 from comfy.ldm.modules import attention as comfy_attention
 
-__all__ = ["FramePackConfig", "FramePackTransformer", "infer_config", "count_parameters"]
+__all__ = ["FramePackConfig", "FramePackTransformer", "infer_config"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,10 +165,6 @@ def infer_config(shapes: Mapping[str, Sequence[int]], config_json: Mapping | Non
             if (float(given) if key == "mlp_ratio" else given) != found:
                 raise ValueError(f"FramePack config.json says {key}={given!r} but the weights' shapes say {found!r}")
     return FramePackConfig(**cfg)
-
-
-def count_parameters(shapes: Mapping[str, Sequence[int]]) -> int:
-    return sum(math.prod(s) for s in shapes.values())
 
 
 # --------------------------------------------------------------------------------------------

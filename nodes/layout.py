@@ -5,6 +5,7 @@ from comfy_api.latest import io, ui
 
 from ..framepack_core import layout as fp_layout
 from ..framepack_core.encode import fit_controls
+from . import layout_widgets as widgets
 
 Control = io.Custom("FRAMEPACK_CONTROL")
 Controls = io.Custom("FRAMEPACK_CONTROLS")
@@ -52,14 +53,14 @@ class FramePackOneFrameLayout(io.ComfyNode):
                 io.Int.Input("history_index", default=-1, min=-1, max=fp_layout.MAX_INDEX,
                              tooltip="eichi / kijai vocabulary: index of the reference (control 1) clean latent "
                              "(-1 = preset; eichi and kijai use 13)."),
-                io.Combo.Input("use_clean_latents_post", options=list(fp_layout.TOGGLE_CHOICES), default="preset",
+                io.Combo.Input("use_clean_latents_post", options=list(widgets.TOGGLE_CHOICES), default="preset",
                                tooltip="The all-zero clean latent post at lws+1. " + _TOGGLE_TIP),
-                io.Combo.Input("use_clean_latents_2x", options=list(fp_layout.TOGGLE_CHOICES), default="preset",
+                io.Combo.Input("use_clean_latents_2x", options=list(widgets.TOGGLE_CHOICES), default="preset",
                                tooltip="Two zero frames at 2x compression, indices lws+2, lws+3. " + _TOGGLE_TIP),
-                io.Combo.Input("use_clean_latents_4x", options=list(fp_layout.TOGGLE_CHOICES), default="preset",
+                io.Combo.Input("use_clean_latents_4x", options=list(widgets.TOGGLE_CHOICES), default="preset",
                                tooltip="Sixteen zero frames at 4x compression, indices lws+4..lws+19. "
                                + _TOGGLE_TIP),
-                io.Combo.Input("siglip_source", options=list(fp_layout.SIGLIP_CHOICES), default="preset",
+                io.Combo.Input("siglip_source", options=list(widgets.SIGLIP_CHOICES), default="preset",
                                tooltip="Which image's SigLIP embedding the model sees: preset (start; kijai mixes "
                                "0.7 start + 0.3 reference; PlusOne uses the first reference), start, control N, "
                                "mix (weights in siglip_mix) or none."),
@@ -81,17 +82,16 @@ class FramePackOneFrameLayout(io.ComfyNode):
     def execute(cls, start, preset, latent_window_size, target_index, control_index, latent_index, history_index,
                 use_clean_latents_post, use_clean_latents_2x, use_clean_latents_4x, siglip_source,
                 siglip_mix="0.7,0.3", controls=None, lora_settings=None) -> io.NodeOutput:
-        node = "FramePackOneFrameLayout"
+        node = widgets.NODE
         given = [start] + list(controls or ())
         # Knobs first (pure checks), then the controls (re-fitting may run the VAE).
-        layout = fp_layout.resolve_layout(
-            len(given), preset=preset, latent_window_size=latent_window_size, target_index=target_index,
-            control_index=control_index, latent_index=latent_index, history_index=history_index,
-            use_clean_latents_post=use_clean_latents_post, use_clean_latents_2x=use_clean_latents_2x,
-            use_clean_latents_4x=use_clean_latents_4x, siglip_source=siglip_source, siglip_mix=siglip_mix,
-            lora_settings=lora_settings, node=node,
-        )
-        layout = fp_layout.attach_controls(layout, *fit_controls(given, node))
+        options, resolved = widgets.resolve_widgets(
+            dict(preset=preset, latent_window_size=latent_window_size, target_index=target_index,
+                 control_index=control_index, latent_index=latent_index, history_index=history_index,
+                 use_clean_latents_post=use_clean_latents_post, use_clean_latents_2x=use_clean_latents_2x,
+                 use_clean_latents_4x=use_clean_latents_4x, siglip_source=siglip_source, siglip_mix=siglip_mix),
+            len(given), lora_settings, node)
+        layout = fp_layout.attach_controls(options, resolved, *fit_controls(given, node))
         text = layout.summary()
         return io.NodeOutput(layout, text, ui=ui.PreviewText(text))
 
@@ -108,7 +108,7 @@ class FramePackLayoutSweep(io.ComfyNode):
                         "batch_size seeds each).",
             inputs=[
                 Layout.Input("layout", tooltip="A layout from FramePackOneFrameLayout."),
-                io.Combo.Input("vary", options=["latent_window_size", "target_index"], default="latent_window_size",
+                io.Combo.Input("vary", options=list(fp_layout.SWEEPABLE), default="latent_window_size",
                                tooltip="Which input takes each value (the other knobs keep the layout's settings)."),
                 io.String.Input("values", default="5,9,13",
                                 tooltip="The values, separated by ',' e.g. \"5,9,13\"."),
@@ -122,10 +122,13 @@ class FramePackLayoutSweep(io.ComfyNode):
 
     @classmethod
     def execute(cls, layout, vary, values) -> io.NodeOutput:
-        node = "FramePackLayoutSweep"
-        if hasattr(layout, "layouts") or not hasattr(layout, "options"):
+        node = widgets.SWEEP_NODE
+        if not fp_layout.is_layout(layout) or layout.is_sweep:
             raise ValueError(f"{node}: input 'layout' must come from FramePackOneFrameLayout (not another sweep)")
-        sweep = fp_layout.sweep_layouts(layout, vary, fp_layout.parse_sweep_values(values, node), node)
+        try:
+            sweep = fp_layout.sweep_layout(layout, vary, widgets.parse_sweep_values(values))
+        except fp_layout.LayoutError as e:
+            raise widgets.node_error(node, e) from None
         text = sweep.summary()
         return io.NodeOutput(sweep, text, ui=ui.PreviewText(text))
 

@@ -8,6 +8,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..framepack_core import lora as fp_lora
+from ..framepack_core import lora_metadata
 from ..framepack_core.comfy_model import require_framepack_model
 
 LoraSettings = io.Custom("FRAMEPACK_LORA_SETTINGS")
@@ -130,7 +131,7 @@ class FramePackLoraStack(io.ComfyNode):
             applied = _apply(patched, name, strength, node, f"lora_name_{i}")
             lines += [f"#{i} " + applied.report.summary(), applied.header]
             entries.append((name, applied.settings))
-        settings, conflicts = fp_lora.merge_settings(entries)
+        settings, conflicts = lora_metadata.merge_settings(entries)
         for c in conflicts:
             logging.warning("%s: settings conflict: %s", node, c)
             lines.append("WARNING settings conflict: " + c)

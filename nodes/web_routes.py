@@ -2,9 +2,10 @@
 
 `POST /framepack/layout_preview` with JSON `{"widgets": {<FramePackOneFrameLayout widget values>},
 "num_controls": <start image + further controls>, "lora_settings": {...} (optional)}` answers the
-resolved layout, `OneFrameLayout.to_dict()`, built by the same `framepack_core.layout` code the
-node runs, so the drawing always shows what the sampler will do. Bad input answers HTTP 400 with
-`{"error": message}` (the same message the node would raise).
+resolved layout, `OneFrameLayout.to_dict()`, built by the same code the node runs
+(`layout_widgets.layout_from_widgets`, then `framepack_core.layout`), so the drawing always shows
+what the sampler will do. Bad input answers HTTP 400 with `{"error": message}` (the same message
+the node would raise).
 
 Registration needs ComfyUI's running server (`server.PromptServer.instance`); without one
 (plain imports, the in-process test executor) `register()` does nothing.
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import logging
 
-from ..framepack_core.layout import MAX_CONTROLS, layout_from_widgets
+from ..framepack_core.layout import MAX_CONTROLS
+from .layout_widgets import layout_from_widgets
 
 ROUTE = "/framepack/layout_preview"
 

@@ -79,7 +79,7 @@ def browser_results(served, shots_dir):
 
 
 def _layout_from_widgets(widgets: dict, num_controls: int) -> dict:
-    from framepack_oneframe.framepack_core.layout import layout_from_widgets
+    from framepack_oneframe.nodes.layout_widgets import layout_from_widgets
 
     return layout_from_widgets(widgets, num_controls).to_dict()
 

@@ -243,3 +243,24 @@ def test_unipc_needs_a_schedule_ending_at_zero(run_graph, fp_models, images):
     p["sampler"]["inputs"]["sigmas"] = ["split", 0]
     with pytest.raises(GraphError, match="sigmas must end at 0"):
         run_graph(p, outputs_of=["sampler"])
+
+
+def test_prompts_of_different_lengths_batch_with_masked_padding(run_graph, fp_models, images, monkeypatch):
+    """At cfg > 1 ComfyUI runs cond and uncond as one batch: the 7-token prompt and the 5-token negative
+    reach the transformer zero-padded to one length, the padding marked invalid in context_mask (whose
+    correctness against diffusers is test_oneframe_parity's cfg 2.5 case)."""
+    cls = _transformer_class(run_graph, fp_models, images)
+    seen = []
+    forward = cls._forward
+
+    def spy(self, x, timestep, context, *args, context_mask=None, **kwargs):
+        seen.append((x.shape[0], tuple(context.shape), None if context_mask is None else context_mask.clone()))
+        return forward(self, x, timestep, context, *args, context_mask=context_mask, **kwargs)
+
+    monkeypatch.setattr(cls, "_forward", spy)
+    latent(run_graph, ksampler_graph(fp_models, "kisekaeichi", "fp_ref.png", cfg=2.5))
+    batch, shape, mask = seen[0]
+    assert batch == 2 and shape[:2] == (2, 7)
+    # the positive's 7 tokens are valid; the negative's 4 valid tokens, its 1 padding token and the
+    # 2 tokens added to reach 7 are not
+    assert sorted(mask.int().tolist()) == sorted([[1] * 7, [1] * 4 + [0] * 3])  # ComfyUI picks the order

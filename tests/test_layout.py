@@ -14,13 +14,21 @@ from PIL import Image
 from framepack_oneframe.framepack_core.layout import (
     Control,
     LayoutError,
-    layout_from_widgets,
+    LayoutOptions,
+    Siglip,
+    build_layout,
+    is_layout,
     layout_model_inputs,
     mask_to_latent,
-    parse_index_list,
     resolve_layout,
-    sweep_layouts,
+    sweep_layout,
 )
+from framepack_oneframe.nodes.layout_widgets import layout_from_widgets, node_error, parse_index_list
+
+
+def widgets(n_controls, lora_settings=None, **values):
+    """The layout node's way in: widget values (-1, "preset", "on"/"off", "0;10", "control N") -> layout."""
+    return layout_from_widgets(values, n_controls, lora_settings)
 
 
 def spec_section_1(n_controls, lws=9, target_index=None, control_index=(), no_post=False, no_2x=False, no_4x=False):
@@ -63,7 +71,7 @@ def test_basic_edit_default():
 
 
 def test_basic_edit_no_2x_no_4x():
-    lay = resolve_layout(1, preset="oichi", use_clean_latents_2x="off", use_clean_latents_4x="off")
+    lay = widgets(1, preset="oichi", use_clean_latents_2x="off", use_clean_latents_4x="off")
     assert observed(lay) == (9, ["c0", "post"], [0, 10], None, None)
 
 
@@ -118,7 +126,7 @@ def test_from_lora_missing_keys_are_defaulted_and_reported():
     lay = resolve_layout(1, preset="from LoRA", lora_settings={})
     assert observed(lay) == (9, ["c0", "post"], [0, 10], [11, 12], list(range(13, 29)))
     with pytest.raises(LayoutError, match="FramePackOneFrameLayout: input 'lora_settings'"):
-        resolve_layout(1, preset="from LoRA")
+        widgets(1, preset="from LoRA")
 
 
 def test_from_lora_window_size_moves_post_and_groups():
@@ -138,7 +146,7 @@ def test_no_control_uses_one_zero_latent():
 
 
 def test_control_index_can_overwrite_post_index():
-    lay = resolve_layout(1, preset="oichi", control_index="3;7")
+    lay = widgets(1, preset="oichi", control_index="3;7")
     assert observed(lay) == (9, ["c0", "post"], [3, 7], [11, 12], list(range(13, 29)))
 
 
@@ -162,14 +170,14 @@ def test_random_canonical_combinations_match_spec():
         target = rng.choice([None, rng.randint(0, 80)])
         ci = [rng.randint(0, 40) for _ in range(rng.randint(0, 6))]
         no_post, no_2x, no_4x = (rng.random() < 0.5 for _ in range(3))
-        lay = resolve_layout(
+        lay = widgets(
             n, preset="oichi", latent_window_size=lws, target_index=-1 if target is None else target,
             control_index=rng.choice([";", ","]).join(map(str, ci)),
             use_clean_latents_post="off" if no_post else rng.choice(["on", "preset"]),
             use_clean_latents_2x="off" if no_2x else rng.choice(["on", "preset"]),
             use_clean_latents_4x="off" if no_4x else rng.choice(["on", "preset"]),
         )
-        assert observed(lay) == spec_section_1(n, lws, target, ci, no_post, no_2x, no_4x), lay.options
+        assert observed(lay) == spec_section_1(n, lws, target, ci, no_post, no_2x, no_4x), (n, lws, target, ci)
         assert lay.latent_window_size == lws
         # masks: every control slot is masked, zero slots never
         assert [s.mask for s in lay.clean] == [s.kind == "control" for s in lay.clean]
@@ -206,7 +214,7 @@ def test_random_recipe_presets_with_overrides_match_spec():
                     no_2x = val == "off"
                 else:
                     no_4x = val == "off"
-        lay = resolve_layout(n, preset=preset, latent_window_size=lws, **kw)
+        lay = widgets(n, preset=preset, latent_window_size=lws, **kw)
         real_lws = 9 if lws == -1 else lws
         assert observed(lay) == spec_section_1(n, real_lws, target, ci, no_post, no_2x, no_4x), (preset, n, lws, kw)
 
@@ -233,7 +241,7 @@ def test_eichi_target_clamped_to_window_with_warning():
 @pytest.mark.parametrize("g2x", ["on", "off"])
 @pytest.mark.parametrize("g4x", ["on", "off"])
 def test_eichi_toggles_really_act(post, g2x, g4x):
-    lay = resolve_layout(2, preset="eichi", latent_index=2, history_index=6, target_index=4,
+    lay = widgets(2, preset="eichi", latent_index=2, history_index=6, target_index=4,
                          use_clean_latents_post=post, use_clean_latents_2x=g2x, use_clean_latents_4x=g4x)
     expect_sources = ["c0", "c1"] + (["post"] if post == "on" else [])
     expect_indices = [2, 6] + ([10] if post == "on" else [])
@@ -242,10 +250,10 @@ def test_eichi_toggles_really_act(post, g2x, g4x):
 
 
 def test_eichi_causal_constraint_is_a_warning_not_a_clamp():
-    lay = resolve_layout(2, preset="eichi", target_index=8, history_index=5, use_clean_latents_4x="off")
+    lay = widgets(2, preset="eichi", target_index=8, history_index=5, use_clean_latents_4x="off")
     assert lay.target_index == 8 and lay.clean_indices[1] == 5
     assert any("causal constraint" in w for w in lay.warnings)
-    ok = resolve_layout(2, preset="eichi", target_index=4, history_index=5, use_clean_latents_4x="off")
+    ok = widgets(2, preset="eichi", target_index=4, history_index=5, use_clean_latents_4x="off")
     assert not any("causal" in w for w in ok.warnings)
 
 
@@ -275,7 +283,7 @@ def test_plusone_v2_reference_mode():
     assert observed(lay) == (5, ["c0", "c1", "c2", "post"], [0, 10, 0, 10], None, None)
     assert lay.siglip.weights == ((1, 1.0),)  # first reference's embedding
     assert all(s.mask for s in lay.clean if s.kind == "control")
-    lay = resolve_layout(2, preset="plusone", control_index="0;7;8", target_index=2, latent_window_size=5)
+    lay = widgets(2, preset="plusone", control_index="0;7;8", target_index=2, latent_window_size=5)
     assert observed(lay) == (2, ["c0", "c1", "post"], [0, 7, 8], None, None)
 
 
@@ -284,14 +292,14 @@ def test_plusone_normal_mode():
 
 
 def test_siglip_source_choices():
-    assert resolve_layout(3, preset="oichi", siglip_source="control 2").siglip.weights == ((2, 1.0),)
-    assert resolve_layout(3, preset="oichi", siglip_source="mix", siglip_mix="0.5,0.25,0.25").siglip.weights == (
+    assert widgets(3, preset="oichi", siglip_source="control 2").siglip.weights == ((2, 1.0),)
+    assert widgets(3, preset="oichi", siglip_source="mix", siglip_mix="0.5,0.25,0.25").siglip.weights == (
         (0, 0.5), (1, 0.25), (2, 0.25))
-    assert resolve_layout(1, preset="oichi", siglip_source="none").siglip.weights == ()
+    assert widgets(1, preset="oichi", siglip_source="none").siglip.weights == ()
     with pytest.raises(LayoutError, match="'siglip_source'"):
-        resolve_layout(1, preset="oichi", siglip_source="control 3")
+        widgets(1, preset="oichi", siglip_source="control 3")
     with pytest.raises(LayoutError, match="'siglip_mix'"):
-        resolve_layout(2, preset="oichi", siglip_source="mix", siglip_mix="0.5,x")
+        widgets(2, preset="oichi", siglip_source="mix", siglip_mix="0.5,x")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -302,7 +310,7 @@ def test_siglip_source_choices():
 @pytest.mark.parametrize("text", ["0;;10", "a;b", "0;10;", "1.5", "0 10", "-1", "256"])
 def test_malformed_or_out_of_range_control_index(text):
     with pytest.raises(LayoutError, match="FramePackOneFrameLayout: input 'control_index'"):
-        resolve_layout(1, preset="oichi", control_index=text)
+        widgets(1, preset="oichi", control_index=text)
 
 
 def test_control_index_parsing():
@@ -318,18 +326,18 @@ def test_control_index_parsing():
 ])
 def test_out_of_range_knobs_name_input_and_range(name, value, rng):
     with pytest.raises(LayoutError, match=f"FramePackOneFrameLayout: input '{name}' is {value}; allowed range {rng}"):
-        resolve_layout(2, preset="eichi", **{name: value})
+        widgets(2, preset="eichi", **{name: value})
 
 
 def test_bad_preset_and_toggle():
     with pytest.raises(LayoutError, match="'preset'"):
-        resolve_layout(1, preset="nope")
+        widgets(1, preset="nope")
     with pytest.raises(LayoutError, match="'use_clean_latents_2x'"):
-        resolve_layout(1, preset="oichi", use_clean_latents_2x="maybe")
+        widgets(1, preset="oichi", use_clean_latents_2x="maybe")
 
 
 def test_index_collisions_are_warned():
-    lay = resolve_layout(2, preset="oichi", control_index="0;0", target_index=0)
+    lay = widgets(2, preset="oichi", control_index="0;0", target_index=0)
     assert any("share index 0" in w for w in lay.warnings)
     assert any("target index 0 equals a clean 1x index" in w for w in lay.warnings)
 
@@ -366,8 +374,11 @@ def test_model_inputs_kisekaeichi_with_masks():
     m0 = torch.rand(1, 1, 1, 4, 6)
     m1 = torch.rand(1, 1, 1, 4, 6)
     c0, c1 = _control(0, mask=m0), _control(1, mask=m1)
-    lay = resolve_layout(2, preset="kisekaeichi")
-    out = layout_model_inputs(lay, (c0, c1), batch=3)
+    lay = build_layout((c0, c1), preset="kisekaeichi")
+    out, seeds = layout_model_inputs(lay, 3)
+    assert seeds == [0, 1, 2]
+    assert set(out) == {"latent_indices", "clean_latents", "clean_latent_indices", "clean_latents_2x",
+                        "clean_latent_2x_indices", "clean_latents_4x", "clean_latent_4x_indices", "image_embeds"}
     assert out["latent_indices"].tolist() == [1]
     assert out["clean_latent_indices"].tolist() == [0, 10]
     assert out["clean_latents"].shape == (3, 16, 2, 4, 6)
@@ -380,7 +391,8 @@ def test_model_inputs_kisekaeichi_with_masks():
 
 def test_model_inputs_default_groups_and_post_are_zero():
     c0 = _control(0)
-    out = layout_model_inputs(resolve_layout(1, preset="oichi"), (c0,), batch=1)
+    out, seeds = layout_model_inputs(build_layout((c0,), preset="oichi"), 1)
+    assert seeds == [0]
     assert out["clean_latents"].shape == (1, 16, 2, 4, 6)
     torch.testing.assert_close(out["clean_latents"][:, :, :1], c0.latent)
     assert out["clean_latents"][:, :, 1].abs().max() == 0
@@ -392,30 +404,78 @@ def test_model_inputs_default_groups_and_post_are_zero():
 
 def test_model_inputs_kijai_reference_mask_ignored_and_siglip_mix():
     c0, c1 = _control(0), _control(1, mask=torch.zeros(1, 1, 1, 4, 6))
-    out = layout_model_inputs(resolve_layout(2, preset="kijai"), (c0, c1), batch=1)
+    out, _ = layout_model_inputs(build_layout((c0, c1), preset="kijai"), 1)
     torch.testing.assert_close(out["clean_latents"][:, :, 1:2], c1.latent)
     torch.testing.assert_close(out["image_embeds"], 0.7 * c0.image_embeds + 0.3 * c1.image_embeds)
 
 
 def test_model_inputs_per_image_rows_and_batch_mismatch():
     c0 = _control(0, b=2)
-    out = layout_model_inputs(resolve_layout(1, preset="oichi"), (c0,), batch=4)
+    out, seeds = layout_model_inputs(build_layout((c0,), preset="oichi"), 2)  # 2 start images x 2 seeds
     torch.testing.assert_close(out["clean_latents"][:, :, 0], c0.latent[[0, 0, 1, 1], :, 0])
-    with pytest.raises(LayoutError, match="control 1 has a batch of 3 images but the start has 2"):
-        layout_model_inputs(resolve_layout(2, preset="1f-mc"), (c0, _control(1, b=3)), batch=2)
+    torch.testing.assert_close(out["image_embeds"], c0.image_embeds[[0, 0, 1, 1]])
+    assert seeds == [0, 1, 2, 3]
+    with pytest.raises(LayoutError, match="^input 'controls' control 1 has a batch of 3 images but the start has 2"):
+        layout_model_inputs(build_layout((c0, _control(1, b=3)), preset="1f-mc"), 1)
 
 
 def test_sweep_gives_per_sample_indices():
-    base = resolve_layout(1, preset="oichi")
-    sweep = sweep_layouts(base, "latent_window_size", [5, 9, 13])
-    out = layout_model_inputs(sweep, (_control(0),), batch=3)
+    base = build_layout((_control(0),), preset="oichi")
+    sweep = sweep_layout(base, "latent_window_size", [5, 9, 13])
+    assert is_layout(sweep) and sweep.is_sweep and sweep.controls is base.controls  # the controls, held once
+    out, seeds = layout_model_inputs(sweep, 1)
+    assert seeds == [0, 0, 0]  # every value on the same seed
     assert out["latent_indices"].tolist() == [[5], [9], [13]]
     assert out["clean_latent_indices"].tolist() == [[0, 6], [0, 10], [0, 14]]
     assert out["clean_latent_2x_indices"].tolist() == [[7, 8], [11, 12], [15, 16]]
     assert out["clean_latent_4x_indices"][:, 0].tolist() == [9, 13, 17]
-    t = sweep_layouts(resolve_layout(2, preset="kisekaeichi"), "target_index", [1, 4])
-    assert [lay.target_index for lay in t.layouts] == [1, 4]
+    t = sweep_layout(build_layout((_control(0), _control(1)), preset="kisekaeichi"), "target_index", [1, 4])
+    assert [lay.target_index for lay in t.layouts] == [1, 4] and t.values == (1, 4)
     assert all(lay.clean_indices == [0, 10] for lay in t.layouts)
+    with pytest.raises(LayoutError, match="^input 'layout' must be a single layout"):
+        sweep_layout(t, "target_index", [2])
+    with pytest.raises(LayoutError, match=r"^input 'values' has latent_window_size=65 out of range 1..64"):
+        sweep_layout(base, "latent_window_size", [9, 65])
+
+
+def test_sweep_batch_is_value_major_then_start_image_then_seed():
+    c0 = _control(0, b=2)
+    sweep = sweep_layout(build_layout((c0,), preset="oichi"), "target_index", [3, 7])
+    out, seeds = layout_model_inputs(sweep, 3)  # 2 values x 2 start images x 3 seeds
+    assert seeds == [0, 1, 2, 3, 4, 5] * 2
+    assert out["latent_indices"][:, 0].tolist() == [3] * 6 + [7] * 6
+    start_rows = [0, 0, 0, 1, 1, 1] * 2
+    torch.testing.assert_close(out["clean_latents"][:, :, 0], c0.latent[start_rows, :, 0])
+    torch.testing.assert_close(out["image_embeds"], c0.image_embeds[start_rows])
+    # the same sample of each value is the plain layout's sample
+    plain, _ = layout_model_inputs(build_layout((c0,), preset="oichi", target_index=7), 3)
+    torch.testing.assert_close(out["clean_latents"][6:], plain["clean_latents"])
+    assert out["clean_latent_indices"][6:].tolist() == [plain["clean_latent_indices"].tolist()] * 6
+
+
+def test_core_takes_typed_options_and_names_the_input_without_a_node():
+    lay = resolve_layout(2, preset="kisekaeichi", control_index=[0, 7], use_clean_latents_post=True,
+                         siglip_source=Siglip(((1, 1.0),)))
+    assert observed(lay) == (1, ["c0", "c1", "post"], [0, 7, 10], None, None) and lay.siglip.weights == ((1, 1.0),)
+    assert lay == resolve_layout(2, LayoutOptions(preset="kisekaeichi", control_index=(0, 7),
+                                                  use_clean_latents_post=True, siglip_source=Siglip(((1, 1.0),))))
+    with pytest.raises(LayoutError, match=r"^input 'target_index' is 300; allowed range 0..255$"):
+        resolve_layout(1, target_index=300)
+    with pytest.raises(LayoutError, match=r"^input 'control_index' is '0;10'; expected a list of integers"):
+        resolve_layout(1, control_index="0;10")
+    with pytest.raises(LayoutError, match=r"^input 'use_clean_latents_2x' is 'off'; allowed: None"):
+        resolve_layout(1, use_clean_latents_2x="off")
+    with pytest.raises(LayoutError, match=r"^input 'siglip_source' is 'control 3' but only controls 0..1 are "):
+        resolve_layout(2, siglip_source=Siglip(((3, 1.0),)))
+    # the node layer adds its node id, and for its -1 knobs that -1 is allowed too
+    with pytest.raises(LayoutError) as e:
+        resolve_layout(1, latent_window_size=0)
+    assert str(node_error("FramePackOneFrameLayout", e.value)) == (
+        "FramePackOneFrameLayout: input 'latent_window_size' is 0; allowed range 1..64 or -1 (preset default)")
+    assert not is_layout(lay)  # one resolved value is not a FRAMEPACK_LAYOUT; build_layout makes one
+    with pytest.raises(LayoutError, match=r"^FramePackOneFrameLayout: input 'lora_settings.target_index' is 300; "
+                                          r"allowed range 0..255$"):
+        widgets(1, lora_settings={"target_index": 300}, preset="from LoRA")
 
 
 def test_mask_to_latent_is_pil_lanczos_of_grey():

@@ -22,6 +22,7 @@ import comfy.model_management
 import comfy.model_patcher
 
 from framepack_oneframe.framepack_core import lora as fp_lora
+from framepack_oneframe.framepack_core import lora_metadata
 
 P = "diffusion_model."
 MODEL_FP32 = "fp_lora_tiny_fp32.safetensors"
@@ -365,7 +366,7 @@ def test_musubi_header_gives_resolution_and_says_one_frame_settings_are_absent(r
 def test_settings_written_by_hand_in_the_header_are_read(where, text, expect):
     meta = tiny_lora.musubi_header({"x": torch.zeros(1)}, resolution=(960, 544))
     meta[where] = text
-    settings, header = fp_lora.read_settings(meta)
+    settings, header = lora_metadata.read_settings(meta)
     assert settings == dict(expect, resolution=[960, 544])
     assert f"from the text of {where}" in header
 
@@ -375,13 +376,81 @@ def test_structured_fp_1f_keys_and_no_metadata_file():
     ds = json.loads(meta["ss_datasets"])
     ds[0].update(fp_1f_clean_indices=[0, 1], fp_1f_target_index=9, fp_1f_no_post=False, fp_latent_window_size=9)
     meta["ss_datasets"] = json.dumps(ds)
-    settings, _ = fp_lora.read_settings(meta)
+    settings, _ = lora_metadata.read_settings(meta)
     assert settings == {"target_index": 9, "clean_indices": [0, 1], "no_post": False, "latent_window_size": 9,
                         "resolution": [960, 544]}
-    assert fp_lora.read_settings({}) == ({}, "header: no metadata (the LoRA records no training settings)")
+    assert lora_metadata.read_settings({}) == ({}, "header: no metadata (the LoRA records no training settings)")
     minimal = tiny_lora.musubi_header({"x": torch.zeros(1)}, no_metadata=True)
-    settings, header = fp_lora.read_settings(minimal)
+    settings, header = lora_metadata.read_settings(minimal)
     assert settings == {} and "not in the header" in header
+
+
+# What a LoRA trained by this pack writes (issue 11): the layout at the header's top level, as
+# safetensors metadata strings, and again inside each ss_datasets entry (as JSON values).
+PACK_LAYOUT_KEYS = {"fp_1f_target_index": 4, "fp_1f_clean_indices": [0, 10], "fp_1f_no_post": True,
+                    "fp_latent_window_size": 9, "fp_1f_no_2x": True, "fp_1f_no_4x": True}
+PACK_LAYOUT = {"target_index": 4, "clean_indices": [0, 10], "no_post": True, "latent_window_size": 9,
+               "no_2x": True, "no_4x": True}
+
+
+def _lora_with_header(lora_dir, shapes, name, top=None, dataset_keys=None, nest=None, seed=40):
+    """A real LoRA file with a musubi header plus `top` keys (str()'d, as safetensors stores them) and
+    `dataset_keys` in ss_datasets[0] itself (nest None) or in its first `subsets` / `datasets` dict."""
+    factors = tiny_lora.lora_factors(shapes, tiny_lora.target_modules(shapes)[:2], 2, seed, "lora")
+    sd = tiny_lora.write_lora(factors, "lora", 2.0)
+    meta = tiny_lora.musubi_header(sd, resolution=(640, 640))
+    ds = json.loads(meta["ss_datasets"])
+    if dataset_keys is not None:
+        if nest is None:
+            ds[0].update(dataset_keys)
+        else:
+            ds[0][nest] = [{"image_dir": "other", "num_repeats": 1}, dict(dataset_keys, image_dir="train_images")]
+    meta["ss_datasets"] = json.dumps(ds)
+    meta.update({k: str(v) for k, v in (top or {}).items()})
+    tiny_lora.save(lora_dir / name, sd, meta)
+    return lora_dir / name
+
+
+@pytest.mark.parametrize("where", ["top_level", "dataset", "subsets", "datasets", "both"])
+def test_pack_layout_keys_are_read_from_a_real_file(shapes, lora_dir, where):
+    top = PACK_LAYOUT_KEYS if where in ("top_level", "both") else None
+    in_ds = PACK_LAYOUT_KEYS if where != "top_level" else None
+    nest = where if where in ("subsets", "datasets") else None
+    path = _lora_with_header(lora_dir, shapes, f"pack_layout_{where}.safetensors", top, in_ds, nest)
+    meta = lora_metadata.read_header(path)
+    assert meta["ss_base_model_version"] == "framepack"  # the file's own header, read without its tensors
+    settings, header = lora_metadata.read_settings(meta)
+    assert settings == dict(PACK_LAYOUT, resolution=[640, 640])
+    expected_place = {"top_level": "the header's top level", "dataset": "ss_datasets[0]",
+                      "subsets": "ss_datasets[0].subsets[1]", "datasets": "ss_datasets[0].datasets[1]",
+                      "both": "the header's top level"}[where]
+    assert f"at {expected_place})" in header, header
+    assert "not in the header" not in header and "WARNING" not in header
+
+
+def test_pack_layout_from_the_loader_node_resolves_the_trained_layout(run_graph, shapes, lora_dir):
+    """Through the engine: FramePackLoraLoader's settings output of a file whose layout sits only in an
+    ss_datasets subset, then preset 'from LoRA' gives exactly that layout with nothing typed."""
+    from framepack_oneframe.framepack_core.layout import resolve_layout
+
+    _lora_with_header(lora_dir, shapes, "pack_layout_graph.safetensors", None, PACK_LAYOUT_KEYS, "subsets")
+    _, (_, settings, info) = run(run_graph, loras=[("pack_layout_graph.safetensors", 1.0)])
+    assert settings == dict(PACK_LAYOUT, resolution=[640, 640])
+    assert "at ss_datasets[0].subsets[1]" in info
+    lay = resolve_layout(2, preset="from LoRA", lora_settings=settings)
+    assert (lay.target_index, lay.clean_indices, lay.clean_2x.present, lay.clean_4x.present) == (4, [0, 10], False, False)
+    assert [s.kind for s in lay.clean] == ["control", "control"]  # no post
+    assert not any("LoRA settings have no" in w for w in lay.warnings)
+
+
+def test_header_places_that_disagree_first_wins_and_is_said(shapes, lora_dir):
+    path = _lora_with_header(lora_dir, shapes, "pack_layout_conflict.safetensors",
+                             {"fp_1f_target_index": 4, "fp_1f_no_post": "yes"},
+                             {"fp_1f_target_index": 1, "fp_1f_clean_indices": "0;10", "fp_latent_window_size": "nine"})
+    settings, header = lora_metadata.read_settings(lora_metadata.read_header(path))
+    # top level wins for target_index; the dataset adds clean_indices; the unreadable window size is skipped
+    assert settings == {"target_index": 4, "no_post": True, "clean_indices": [0, 10], "resolution": [640, 640]}
+    assert "WARNING: ss_datasets[0] says target_index=1 but the header's top level says 4; using 4" in header
 
 
 def test_stack_merges_settings_first_wins_and_warns(run_graph, shapes, lora_dir):
@@ -535,7 +604,7 @@ def test_lora_model_and_settings_run_through_the_one_frame_sampler(run_graph, on
     base, layout = sample(1.0, into_sampler=False)
     with_lora, _ = sample(1.0)
     zero, _ = sample(0.0)
-    assert layout.target_index == 1  # the LoRA header's kisekaeichi settings reached the layout
+    assert layout.layouts[0].target_index == 1  # the LoRA header's kisekaeichi settings reached the layout
     assert torch.isfinite(with_lora).all() and with_lora.shape == base.shape
     assert not torch.allclose(with_lora, base, atol=1e-4)
     assert torch.equal(zero, base)

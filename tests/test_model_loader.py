@@ -383,6 +383,28 @@ def test_other_architectures_are_named(run_graph, unet_dir, reference_sd, arch):
     assert "expected a FramePack transformer" in text
 
 
+@pytest.mark.parametrize("arch, family", [("hunyuan_diffusers", "HunyuanVideo"), ("hunyuan_comfy_native", "HunyuanVideo"),
+                                          ("sdxl", "SDXL"), ("flux", "Flux")])
+def test_one_guesser_names_checkpoints_and_loras_alike(reference_sd, arch, family):
+    """The loader and the LoRA nodes ask the same function: a checkpoint of a family and a LoRA made
+    for it get the same family name (the loader's message and the LoRA error are two wordings of it)."""
+    import tiny_lora
+
+    from framepack_oneframe.framepack_core.architecture import guess_architecture
+
+    keys = OTHER_ARCHITECTURES[arch][0](reference_sd)
+    keys = {k.removeprefix("model.diffusion_model."): v for k, v in keys.items()}
+    assert guess_architecture(keys).family == family
+    lora = {"HunyuanVideo": lambda: tiny_lora.hunyuan_fused_lora({k: v.shape for k, v in reference_sd.items()},
+                                                                 rank=2, seed=1)[0],
+            "SDXL": tiny_lora.sdxl_lora, "Flux": tiny_lora.flux_lora}[family]()
+    assert guess_architecture(lora, shapes={k: tuple(v.shape) for k, v in lora.items()}).family == family
+    assert guess_architecture(reference_sd).is_framepack
+    assert guess_architecture(tiny_lora.write_lora(tiny_lora.lora_factors(
+        {k: v.shape for k, v in reference_sd.items()}, ["transformer_blocks.0.attn.to_q"], 2, 1, "lora"),
+        "lora", 2.0)).is_framepack
+
+
 def _truncate(path: Path, keep_fraction=0.6):
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep_fraction)])

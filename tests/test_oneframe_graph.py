@@ -136,7 +136,9 @@ def test_target_index_control_image_and_mask_change_the_result(run_graph, fp_mod
 def test_fully_hidden_reference_equals_zero_latent(run_graph, fp_models, images):
     """A mask hiding everything gives exactly the result of a zero latent in that slot."""
     from framepack_oneframe.framepack_core.comfy_sampling import sample_one_frame
-    from framepack_oneframe.framepack_core.layout import Control, attach_controls
+    import dataclasses
+
+    from framepack_oneframe.framepack_core.layout import Control
 
     prompt = graph(fp_models, preset="kisekaeichi", ref="fp_ref.png", ref_mask=1.0)  # SolidMask 1 -> keep nothing
     out = run_graph(prompt, outputs_of=["sampler", "layout", "model", "pos", "neg"])
@@ -145,7 +147,7 @@ def test_fully_hidden_reference_equals_zero_latent(run_graph, fp_models, images)
     ref = lay.controls[1]
     assert ref.mask is not None and ref.mask.abs().max() == 0
     zero_ref = Control(latent=torch.zeros_like(ref.latent))
-    zeroed = attach_controls(lay, (lay.controls[0], zero_ref))
+    zeroed = dataclasses.replace(lay, controls=(lay.controls[0], zero_ref))
     x0 = sample_one_frame(model, pos, neg, zeroed, 0, STEPS)["samples"]
     torch.testing.assert_close(hidden, x0, rtol=1e-5, atol=1e-6)
     shown = latent(run_graph, graph(fp_models, preset="kisekaeichi", ref="fp_ref.png"))
@@ -200,8 +202,18 @@ def test_sweep_runs_layouts_in_one_batch(run_graph, fp_models, images):
     prompt["sweep"] = {"class_type": "FramePackLayoutSweep",
                        "inputs": {"layout": ["layout", 0], "vary": "target_index", "values": "3,9"}}
     prompt["sampler"]["inputs"]["layout"] = ["sweep", 0]
-    swept = latent(run_graph, prompt)
+    out = run_graph(prompt, outputs_of=["sweep", "sampler"])
+    swept = out["sampler"][0]["samples"]
     assert swept.shape[0] == 2
+    # The sweep is a FRAMEPACK_LAYOUT of two values made by ComfyUI's copy of the pack (its own module
+    # name, so its own classes): this copy's core still takes it, recognised by its `kind` value.
+    from framepack_oneframe.framepack_core import layout as core
+
+    sweep = out["sweep"][0]
+    assert type(sweep) is not core.FramePackLayout and core.is_layout(sweep)
+    assert sweep.vary == "target_index" and sweep.values == (3, 9) and len(sweep.controls) == 1
+    inputs, seeds = core.layout_model_inputs(sweep, 1)
+    assert inputs["latent_indices"].tolist() == [[3], [9]] and seeds == [0, 0]
     nine = latent(run_graph, graph(fp_models, layout={"target_index": 9}))
     three = latent(run_graph, graph(fp_models, layout={"target_index": 3}))
     torch.testing.assert_close(swept[1:], nine, rtol=1e-4, atol=1e-4)

@@ -4,7 +4,7 @@ Reference: diffusers' HunyuanVideoFramepackTransformer3DModel on the same weight
 inputs laid out by the test's own re-statement of spec section 1 (`spec_section_1`), noise from
 `torch.randn` with a CPU generator, sigmas from the spec's formula in float64, CFG + rescale on
 velocities, and the float64 UniPC of tests/test_sampler_math.py. Ours: the file loaded by
-`load_framepack` as a ComfyUI MODEL, the layout from `resolve_layout`, `sample_one_frame` (ComfyUI's
+`load_framepack` as a ComfyUI MODEL, the layout from `build_layout`, `sample_one_frame` (ComfyUI's
 sampling with the pack's conditioning, noise, schedule and UniPC).
 """
 from __future__ import annotations
@@ -90,14 +90,13 @@ def _reference_run(reference, controls, target, sources, indices, two, four, pos
 @pytest.mark.parametrize("cfg, rescale, solver", [(1.0, 0.0, "unipc_bh1"), (2.5, 0.5, "unipc_bh2")])
 def test_sampler_equals_reference_pipeline(setup, cfg, rescale, solver):
     from framepack_oneframe.framepack_core.comfy_sampling import sample_one_frame
-    from framepack_oneframe.framepack_core.layout import Control, attach_controls, resolve_layout
+    from framepack_oneframe.framepack_core.layout import Control, build_layout
 
     patcher, reference = setup
     g = torch.Generator().manual_seed(42)
     controls = (Control(latent=torch.randn(1, 16, 1, H, W, generator=g), mask=torch.rand(1, 1, 1, H, W, generator=g),
                         image_embeds=torch.randn(1, 729, tiny_framepack.TINY_CONFIG["image_proj_dim"], generator=g)),)
-    layout = resolve_layout(1, preset="oichi", target_index=5, control_index="0;12")  # groups on (diffusers needs them)
-    layout = attach_controls(layout, controls)
+    layout = build_layout(controls, preset="oichi", target_index=5, control_index=[0, 12])  # groups on (diffusers)
     target, sources, indices, two, four = spec_section_1(1, 9, 5, [0, 12])
     pos, neg = _conditioning(1, 7), _conditioning(2, 5, padding=3)
     seed, steps, gs = 1234, 6, 10.0
