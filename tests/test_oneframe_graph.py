@@ -302,9 +302,11 @@ def test_progress_bar_and_previews(run_graph, fp_models, images):
     comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append(
         (value, total, preview)))
     old_method = args.preview_method
-    args.preview_method = LatentPreviewMethod.Latent2RGB  # what --preview-method latent2rgb sets
+    # What --preview-method latent2rgb sets; a current ComfyUI (0.28) also takes the method per prompt
+    # from the frontend's extra_data and resets it to the command line's otherwise.
+    args.preview_method = LatentPreviewMethod.Latent2RGB
     try:
-        latent(run_graph, graph(fp_models, steps=4, seed=11))
+        run_graph(graph(fp_models, steps=4, seed=11), outputs_of=["sampler"], extra_data={"preview_method": "latent2rgb"})
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
         args.preview_method = old_method

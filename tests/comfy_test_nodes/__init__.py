@@ -4,7 +4,11 @@ Never shipped with the pack. They exist because the real text encoder (LLaVA-Lla
 be made small: `FPTestConditioning` emits exactly the structure ComfyUI's `CLIPTextEncode`
 produces for a `hunyuan_video` CLIP: [[cond (1, n, 4096), {"pooled_output": (1, 768)}]], with an
 "attention_mask" entry only when some tokens are padding (ComfyUI drops an all-ones mask).
-`FPTestCapture` is an output node that lets a test ask the executor for any upstream value.
+`FPTestCapture` is an output node that reports a value's type and shape in its UI output.
+`FPTestOutputs` is the output node the test harness (tests/conftest.py `run_graph`) wires to the
+outputs a test asks for: it keeps each value in `FPTestOutputs.captured`, so tests read results
+through a node of their own instead of the executor's private caches, which change between
+ComfyUI versions.
 """
 import torch
 
@@ -64,4 +68,34 @@ class FPTestCapture:
         return {"ui": {"shape": [shape], "type": [type(value).__name__]}}
 
 
-NODE_CLASS_MAPPINGS = {"FPTestConditioning": FPTestConditioning, "FPTestCapture": FPTestCapture}
+class FPTestOutputs:
+    """Keeps the values wired into it under `key` (the harness reads them after the run)."""
+
+    captured: dict = {}
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"key": ("STRING", {"default": ""}), "value": ("*", {})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_types):
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, key, value):
+        return float("nan")  # never equal: run every time, or a cached run would capture nothing
+
+    # Whole lists in, so that a list output (OUTPUT_IS_LIST) arrives as one value, not one call per item.
+    INPUT_IS_LIST = True
+    RETURN_TYPES = ()
+    FUNCTION = "keep"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def keep(self, key, value):
+        FPTestOutputs.captured[key[0]] = value[0] if len(value) == 1 else value
+        return {}
+
+
+NODE_CLASS_MAPPINGS = {"FPTestConditioning": FPTestConditioning, "FPTestCapture": FPTestCapture,
+                       "FPTestOutputs": FPTestOutputs}
