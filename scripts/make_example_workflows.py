@@ -132,6 +132,42 @@ def kisekaeichi(lora: bool = False) -> dict:
                                           ["controls", 0, "layout", "controls"]]}
 
 
+def kisekaeichi_ksampler() -> dict:
+    """kisekaeichi through ComfyUI's stock KSampler: the pack's sampler taken apart into ComfyUI's parts."""
+    d = kisekaeichi()
+    name = "framepack_kisekaeichi_ksampler"
+    nodes = [n for n in d["nodes"] if n["key"] not in ("sampler", "note", "save", "decode")]
+    links = [l for l in d["links"] if "sampler" not in (l[0], l[2])]
+    nodes += [
+        {"key": "cond", "type": "FramePackOneFrameConditioning", "col": 5},
+        {"key": "gpos", "type": "FluxGuidance", "col": 5, "title": "Distilled guidance (positive)",
+         "widgets": {"guidance": SAMPLER["distilled_guidance"]}},
+        {"key": "gneg", "type": "FluxGuidance", "col": 5, "title": "Distilled guidance (negative)",
+         "widgets": {"guidance": SAMPLER["distilled_guidance"]}},
+        {"key": "shift", "type": "FramePackShift", "col": 5},
+        {"key": "sampler", "type": "KSampler", "col": 6,
+         "widgets": {"seed": SAMPLER["seed"], "control_after_generate": "fixed", "steps": SAMPLER["steps"],
+                     "cfg": SAMPLER["cfg"], "sampler_name": "framepack_unipc_bh1", "scheduler": "framepack",
+                     "denoise": 1.0}},
+        {"key": "decode", "type": "VAEDecode", "col": 6},
+        {"key": "save", "type": "SaveImage", "col": 7, "widgets": {"filename_prefix": name}},
+        _note("kisekaeichi through ComfyUI's stock KSampler: the same image as the FramePack One-Frame "
+              "Sampler gives for the same seed.\n"
+              "FramePack One-Frame Conditioning puts the layout (target index, clean latents) into the "
+              "conditioning and gives the empty latent; FluxGuidance sets the distilled guidance (10); "
+              "FramePack Shift sets the schedule's shift from the image size; KSampler runs FramePack's "
+              "UniPC (sampler framepack_unipc_bh1) on FramePack's schedule (scheduler framepack).\n"
+              "So ComfyUI's own tools plug in here: EasyCache, RescaleCFG, TorchCompileModel ..."),
+    ]
+    links += [["pos", 0, "cond", "positive"], ["neg", 0, "cond", "negative"], ["layout", 0, "cond", "layout"],
+              ["cond", 0, "gpos", "conditioning"], ["cond", 1, "gneg", "conditioning"],
+              ["model", 0, "shift", "model"], ["cond", 2, "shift", "latent"],
+              ["shift", 0, "sampler", "model"], ["gpos", 0, "sampler", "positive"], ["gneg", 0, "sampler", "negative"],
+              ["cond", 2, "sampler", "latent_image"],
+              ["sampler", 0, "decode", "samples"], ["vae", 0, "decode", "vae"], ["decode", 0, "save", "images"]]
+    return {"name": name, "nodes": nodes, "links": links}
+
+
 def one_frame_mc() -> dict:
     n1, l1 = _loaders()
     n2, l2 = _encode("bg", "framepack_background.png", "Background image", 2, mask=False)
@@ -162,7 +198,7 @@ def write_workflow(path: Path, workflow: dict) -> None:
 
 
 def specs() -> list[dict]:
-    return [oichi(), kisekaeichi(), one_frame_mc(), kisekaeichi(lora=True)]
+    return [oichi(), kisekaeichi(), one_frame_mc(), kisekaeichi(lora=True), kisekaeichi_ksampler()]
 
 
 def main() -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,13 +26,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BROWSER_DIR = REPO / "tests" / "browser"
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-EXAMPLES = ("framepack_oichi", "framepack_kisekaeichi", "framepack_1f_mc", "framepack_kisekaeichi_lora_stack")
+EXAMPLES = ("framepack_oichi", "framepack_kisekaeichi", "framepack_1f_mc", "framepack_kisekaeichi_lora_stack",
+            "framepack_kisekaeichi_ksampler")
 # FramePackEncodeImage's bucket resolution for the CPU runs (its minimum): the real-size VAE takes ~10 s per
 # 320x320 frame on 2 CPU cores; the layout/sampler code is the same at any size.
 CPU_RESOLUTION = 128
 
 sys.path.insert(0, str(REPO / "scripts"))
 import random_models  # noqa: E402
+from comfy_server import PACK_NAME as PACK  # noqa: E402  (the pack's folder name under custom_nodes/)
 from demo import make_demo_images  # noqa: E402
 from workflow_api import swap_text_encoder, ui_to_api  # noqa: E402
 
@@ -109,6 +112,17 @@ def test_layout_preview_route_errors_are_json(comfy_server):
     assert "preset" in e.value.details["error"]
 
 
+def test_templates_and_thumbnails_are_served(comfy_server):
+    """ComfyUI serves the pack's example_workflows/ as templates: each workflow and its thumbnail."""
+    import urllib.request
+
+    assert set(comfy_server.get("/api/workflow_templates")[PACK]) == set(EXAMPLES)
+    for name in EXAMPLES:
+        with urllib.request.urlopen(f"{comfy_server.url}/api/workflow_templates/{PACK}/{name}.jpg") as r:
+            assert r.status == 200 and r.headers.get_content_type() == "image/jpeg"
+            assert r.read() == (REPO / "example_workflows" / f"{name}.jpg").read_bytes()
+
+
 # --------------------------------------------------------------------------------------------
 # the browser
 # --------------------------------------------------------------------------------------------
@@ -127,8 +141,9 @@ def test_every_example_loads_from_the_template_list(browser_results):
         assert (REPO / "example_workflows" / f"{name}.jpg").is_file(), f"{name} has no thumbnail"
         # the loaders carry download links: the frontend offers the one standard file the test
         # folder lacks (the 8 B text encoder), with its folder, and not the files that are there
+        # (frontend 1.3x writes "text_encoders / llava...", 1.45 lists "text_encoders (1)" then the file)
         dialog = r["missingModelsDialog"] or ""
-        assert "text_encoders / llava_llama3_fp16.safetensors" in dialog, f"{name}: {dialog!r}"
+        assert re.search(r"text_encoders( / |\s*\(1\)\s*)llava_llama3_fp16\.safetensors", dialog), f"{name}: {dialog!r}"
         assert "FramePackI2V_HY_bf16.safetensors" not in dialog and "clip_l" not in dialog, f"{name}: {dialog!r}"
     # our extension threw nothing (the frontend's own blocked registry look-ups are not ours)
     errors = [e for e in browser_results["pageErrors"]
@@ -168,7 +183,8 @@ def test_layout_drawing_follows_the_widgets(browser_results, served):
             checked += 1
     assert checked == len(EXAMPLES)
     # unplugging the control list from the layout node redraws it for the start image alone
-    for name in ("framepack_kisekaeichi", "framepack_1f_mc", "framepack_kisekaeichi_lora_stack"):
+    for name in ("framepack_kisekaeichi", "framepack_1f_mc", "framepack_kisekaeichi_lora_stack",
+                 "framepack_kisekaeichi_ksampler"):
         lay = browser_results["workflows"][name]["layouts"][0]
         assert lay["before"]["request"]["num_controls"] == 2
         unplugged = lay["unplugged"]
@@ -191,10 +207,8 @@ def test_python_converter_matches_the_frontend(browser_results, served):
         assert ours == theirs, name
 
 
-@pytest.mark.browser
-@needs_browser
-@pytest.mark.parametrize("name", EXAMPLES)
-def test_example_runs_to_an_image(browser_results, served, comfy_base_dir, name):
+def _run_example(browser_results, served, comfy_base_dir, name):
+    """Queue the frontend's own conversion of example `name` (test text encoder, CPU size); its image."""
     from PIL import Image
 
     prompt = swap_text_encoder(browser_results["workflows"][name]["api"])
@@ -208,6 +222,28 @@ def test_example_runs_to_an_image(browser_results, served, comfy_base_dir, name)
     images = [i for out in entry["outputs"].values() for i in out.get("images", []) if i["type"] == "output"]
     assert len(images) == 1, entry["outputs"]
     img = Image.open(comfy_base_dir / "output" / images[0]["subfolder"] / images[0]["filename"])
-    w, h = img.size
-    assert w % 16 == 0 and h % 16 == 0 and 0.5 * CPU_RESOLUTION**2 < w * h < 2 * CPU_RESOLUTION**2, img.size
     print(f"{name}: ran in {time.time() - t0:.1f}s -> {images[0]['filename']} {img.size}")
+    return img
+
+
+@pytest.mark.browser
+@needs_browser
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_runs_to_an_image(browser_results, served, comfy_base_dir, name):
+    w, h = _run_example(browser_results, served, comfy_base_dir, name).size
+    assert w % 16 == 0 and h % 16 == 0 and 0.5 * CPU_RESOLUTION**2 < w * h < 2 * CPU_RESOLUTION**2, (w, h)
+
+
+@pytest.mark.browser
+@needs_browser
+def test_ksampler_example_gives_the_pack_samplers_image(browser_results, served, comfy_base_dir):
+    """The stock-KSampler template and the FramePack One-Frame Sampler template: one image for one seed."""
+    import numpy as np
+
+    ours = np.asarray(_run_example(browser_results, served, comfy_base_dir, "framepack_kisekaeichi"), dtype=np.int16)
+    stock = np.asarray(_run_example(browser_results, served, comfy_base_dir, "framepack_kisekaeichi_ksampler"),
+                       dtype=np.int16)
+    assert ours.shape == stock.shape
+    # random weights give a noise picture: any sampling difference changes it everywhere
+    assert np.abs(ours - stock).max() <= 1, np.abs(ours - stock).max()
+    assert ours.std() > 5  # a real picture, not a flat one that would match anything

@@ -62,17 +62,28 @@ try {
       };
     }, [PACK, name]);
     Object.assign(r, loaded);
-    // the loaders' download links (properties.models): the frontend lists the files it lacks in
-    // its missing-models dialog; keep the dialog's text, then close it (it would catch the clicks)
-    r.missingModelsDialog = await page.evaluate(async () => {
-      const find = () => [...document.querySelectorAll(".p-dialog")].find((d) => d.innerText.includes("Missing Models"));
-      for (let i = 0; i < 30 && !find(); i++) await new Promise((ok) => setTimeout(ok, 100));
-      return find()?.innerText ?? null;
+    // the loaders' download links (properties.models): the frontend lists the files it lacks.
+    // Frontend 1.3x (ComfyUI 0.3.75) opens a "Missing Models" dialog; 1.45 (ComfyUI 0.28) shows an
+    // error toast whose "Show missing models" button opens the properties panel's error group.
+    // Keep that text, then close the dialog or panel (it would catch the clicks below).
+    const missingUi = await page.evaluate(async () => {
+      const dialog = () => [...document.querySelectorAll(".p-dialog")].find((d) => d.innerText.includes("Missing Models"));
+      const button = () => [...document.querySelectorAll("button")].find((b) => /Show missing models/i.test(b.innerText));
+      for (let i = 0; i < 30 && !dialog() && !button(); i++) await new Promise((ok) => setTimeout(ok, 100));
+      return dialog() ? { kind: "dialog", text: dialog().innerText } : button() ? { kind: "panel" } : null;
     });
-    if (r.missingModelsDialog) {
+    r.missingModelsDialog = missingUi?.text ?? null;
+    if (missingUi?.kind === "dialog") {
       await page.keyboard.press("Escape");
       await page.waitForFunction(() => ![...document.querySelectorAll(".p-dialog")]
         .some((d) => d.innerText.includes("Missing Models")), null, { timeout: 10000 });
+    } else if (missingUi?.kind === "panel") {
+      await page.getByRole("button", { name: /Show missing models/i }).first().click();
+      const group = page.locator('[data-testid="error-group-missing-model"]:visible').first();
+      await group.waitFor({ timeout: 10000 });
+      r.missingModelsDialog = await group.innerText();
+      await page.getByRole("button", { name: "Toggle properties panel" }).first().click();
+      await group.waitFor({ state: "hidden", timeout: 10000 });
     }
     r.api = (await page.evaluate(() => window.app.graphToPrompt())).output;
 
