@@ -64,6 +64,11 @@ class LayoutError(ValueError):
 
     `allowed_range` (lo, hi) is set for an integer out of its range, so the node layer can add what its
     widgets allow besides (-1 = the preset's value)."""
+    # ComfyUI shows an error's type as "<module>.<Class>" (execution.full_type_name), and it imports the pack
+    # under a module name made from its folder path, so "Show Report" would read
+    # "/.../custom_nodes/framepack_oneframe.framepack_core.layout.LayoutError"; full_type_name gives
+    # builtins' classes their bare name. (Such an exception cannot be pickled; ComfyUI never pickles one.)
+    __module__ = "builtins"
 
     def __init__(self, input: str, problem: str, allowed_range: tuple[int, int] | None = None,
                  node: str | None = None):

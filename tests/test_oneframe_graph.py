@@ -257,6 +257,43 @@ def test_malformed_control_index_is_a_clear_error(run_graph, fp_models, images):
         run_graph(graph(fp_models, preset="kisekaeichi", ref="fp_ref.png", layout={"control_index": "0;x"}))
 
 
+def _execution_error(run_graph, prompt) -> dict:
+    """ComfyUI's own `execution_error` message (what the frontend's "Show Report" shows) for a failing prompt."""
+    with pytest.raises(GraphError) as info:
+        run_graph(prompt)
+    errors = info.value.details
+    assert len(errors) == 1 and errors[0][0] == "execution_error", errors
+    return errors[0][1]
+
+
+def test_error_report_names_the_bare_exception_class(run_graph, fp_models, images, models_dir):
+    """ComfyUI loads the pack under a path-shaped module name; its errors still report their bare class name."""
+    bad_index = graph(fp_models, preset="kisekaeichi", ref="fp_ref.png", layout={"control_index": "0;x"})
+    err = _execution_error(run_graph, bad_index)
+    assert err["exception_type"] == "LayoutError", err["exception_type"]
+    assert err["node_type"] == "FramePackOneFrameLayout" and "input 'control_index'" in err["exception_message"]
+
+    from safetensors.torch import save_file
+
+    name = "fp-not-framepack-report.safetensors"
+    save_file({"encoder.conv_in.weight": torch.zeros(4, 3, 3, 3)}, str(models_dir / "diffusion_models" / name))
+    err = _execution_error(run_graph, {
+        "1": {"class_type": "FramePackModelLoader", "inputs": {"model_name": name, "weight_dtype": "default"}},
+        "2": {"class_type": "FPTestCapture", "inputs": {"value": ["1", 0]}}})
+    assert err["exception_type"] == "FramePackLoadError", err["exception_type"]
+    assert name in err["exception_message"]
+
+    # No stock node makes a non-FramePack MODEL without a real checkpoint, so this one is checked on the
+    # class ComfyUI's copy of the pack defines, with ComfyUI's own formatter.
+    import sys
+
+    import execution
+
+    core = [m for n, m in sys.modules.items() if n.endswith(".framepack_core.comfy_model") and "custom_nodes" in n]
+    assert core, "ComfyUI's copy of the pack is not loaded"
+    assert execution.full_type_name(core[0].NotFramePackModelError) == "NotFramePackModelError"
+
+
 def test_control_of_another_size_is_refitted_and_said(run_graph, fp_models, images):
     out = run_graph(graph(fp_models, preset="kisekaeichi", ref="fp_wide.png", ref_resolution=192),
                     outputs_of=["layout", "sampler"])
