@@ -96,6 +96,9 @@ class Control:
     pixels: (B, H, W, 3) the fitted image, kept so the layout can re-fit a control of another size.
     vae: the ComfyUI VAE that encoded it (for re-fitting); None for hand-made controls.
     source_mask: the full-resolution mask (B, H, W) in 0..1 that produced `mask`, for re-fitting.
+    mask_size_mismatch: ((mask h, w), (image h, w)) when the connected mask had another size than its
+    image (each was fitted to the output size on its own, so they may not line up), else None; the
+    layout node says so in its warnings.
     """
 
     latent: torch.Tensor
@@ -104,6 +107,7 @@ class Control:
     pixels: torch.Tensor | None = None
     vae: Any = None
     source_mask: torch.Tensor | None = None
+    mask_size_mismatch: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     @property
     def batch(self) -> int:

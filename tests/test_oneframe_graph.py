@@ -298,7 +298,27 @@ def test_control_of_another_size_is_refitted_and_said(run_graph, fp_models, imag
     out = run_graph(graph(fp_models, preset="kisekaeichi", ref="fp_wide.png", ref_resolution=192),
                     outputs_of=["layout", "sampler"])
     assert "re-fitted to the start's 128x128 px" in out["layout"][1]
+    assert [w for w in run_graph.ui_outputs["layout"]["framepack_warnings"] if "re-fitted" in w]  # for the drawing
     assert out["layout"][0].controls[1].latent.shape == (1, 16, 1, 16, 16)
+
+
+def test_mask_of_another_size_is_said(run_graph, fp_models, images):
+    """A mask of another size than its image is fitted on its own: the summary and the drawing's feed say so."""
+    _png(images / "fp_square512.png", 4, size=(512, 512))
+
+    def masked_start(width, height):
+        prompt = graph(fp_models, start="fp_square512.png")
+        prompt["mask0"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": width, "height": height}}
+        prompt["enc0"]["inputs"]["mask"] = ["mask0", 0]
+        return run_graph(prompt, outputs_of=["layout"])["layout"], run_graph.ui_outputs["layout"]
+
+    (_, summary), shown = masked_start(200, 300)
+    said = ("start's mask is 200x300 px but its image 512x512 px; each was fitted to 128x128 px on its own "
+            "(resize to cover, centre crop), so the mask may not line up with the picture")
+    assert said in summary
+    assert shown["framepack_warnings"] == [said] and shown["text"] == [summary]  # what js/ draws after a run
+    (_, summary), shown = masked_start(512, 512)
+    assert "mask is" not in summary and shown["framepack_warnings"] == []
 
 
 def test_mismatched_batches_are_an_error(run_graph, fp_models, images):
