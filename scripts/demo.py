@@ -15,7 +15,7 @@ What it does, step by step:
    workflow for real, with the real text encoder, on the GPU ComfyUI finds;
 3. starts ComfyUI (`main.py`), converts the example workflow (UI format, what the template browser
    loads) to an API prompt using the server's /object_info, queues it over HTTP, waits;
-4. copies the output image to --out and prints where it is.
+4. copies the output image to --out (never over an earlier one) and prints where it is.
 """
 from __future__ import annotations
 
@@ -119,6 +119,15 @@ def build_prompt(workflow: dict, object_info: dict, random_weights: bool, resolu
     return prompt
 
 
+def unused_path(path: Path) -> Path:
+    """`path`, or if that exists the first free `<stem>-2<suffix>`, `-3`, ...: a demo run never overwrites
+    an earlier image (each run's ComfyUI has a fresh output folder, so its file names repeat)."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    return candidate
+
+
 def output_images(history_entry: dict) -> list[dict]:
     return [img for out in history_entry.get("outputs", {}).values() for img in out.get("images", [])
             if img.get("type") == "output"]
@@ -194,7 +203,7 @@ def main(argv=None) -> int:
         saved = []
         for img in images:
             src = scratch / "output" / img.get("subfolder", "") / img["filename"]
-            dst = out_dir / img["filename"]
+            dst = unused_path(out_dir / img["filename"])
             shutil.copyfile(src, dst)
             saved.append(dst)
     finally:
