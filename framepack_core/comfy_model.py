@@ -44,6 +44,9 @@ _TEXT_TOKENS = 512
 class NotFramePackModelError(ValueError):
     """A MODEL input that is not a FramePack model (raised by `require_framepack_model`)."""
 
+    # bare class name in ComfyUI's error report: see LayoutError in layout.py
+    __module__ = "builtins"
+
 
 def _build_transformer(*, dtype=None, device=None, operations=None, image_model=None, **config_fields):
     """`BaseModel.__init__` calls this as `unet_model(**unet_config, device=..., operations=...)`."""

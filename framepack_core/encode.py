@@ -61,11 +61,16 @@ def encode_control(image: torch.Tensor, vae, clip_vision=None, mask: torch.Tenso
         raise ValueError(f"{node}: input 'vae' makes {channels}-channel latents; FramePack needs the HunyuanVideo "
                          f"VAE (16 channels, hunyuan_video_vae_bf16.safetensors)")
     keep = None  # (B, H, W) 1 = the model sees this area
+    mismatch = None
     if mask is not None:
         m = mask if mask.ndim == 3 else mask[None]
         if m.shape[0] not in (1, image.shape[0]):
             raise ValueError(f"{node}: input 'mask' has a batch of {m.shape[0]} but 'image' has {image.shape[0]}")
         keep = 1.0 - m if mask_mode == MASK_MODES[0] else m
+        if tuple(m.shape[1:]) != tuple(image.shape[1:3]):
+            # Legal (both are fitted to the output size below), but each on its own: the mask may then
+            # hide another area than the one painted, so the layout node warns.
+            mismatch = (tuple(m.shape[1:]), tuple(image.shape[1:3]))
     elif image.shape[-1] == 4:
         keep = image[..., 3]  # an RGBA image's alpha is its mask (opaque = keep)
     rgb = image[..., :3]
@@ -82,7 +87,7 @@ def encode_control(image: torch.Tensor, vae, clip_vision=None, mask: torch.Tenso
     if clip_vision is not None:
         embeds = clip_vision.encode_image(pixels, crop=False)["last_hidden_state"].float()
     return Control(latent=latent, mask=latent_mask, image_embeds=embeds, pixels=pixels, vae=vae,
-                   source_mask=source_mask)
+                   source_mask=source_mask, mask_size_mismatch=mismatch)
 
 
 def refit_control(control: Control, height: int, width: int) -> Control:
@@ -94,11 +99,12 @@ def refit_control(control: Control, height: int, width: int) -> Control:
         source = fit_mask(control.source_mask, height, width)
         mask = mask_to_latent(source, latent.shape[-2], latent.shape[-1])
     return Control(latent=latent, mask=mask, image_embeds=control.image_embeds, pixels=pixels, vae=control.vae,
-                   source_mask=source)
+                   source_mask=source, mask_size_mismatch=control.mask_size_mismatch)
 
 
 def fit_controls(controls: list[Control], node: str) -> tuple[tuple[Control, ...], list[str]]:
-    """Check batches and re-fit controls of another size to the start's size; returns (controls, warnings).
+    """Check batches and re-fit controls of another size to the start's size; returns (controls, warnings):
+    the re-fits and the masks that had another size than their image.
 
     Every check runs before the first re-encoding, so a bad control never follows VAE work."""
     try:
@@ -118,6 +124,13 @@ def fit_controls(controls: list[Control], node: str) -> tuple[tuple[Control, ...
                              f"{start.latent_hw} and it carries no image to re-fit; encode it with "
                              f"FramePackEncodeImage")
     out, warnings = list(controls), []
+    for i, c in enumerate(controls):
+        if c.mask_size_mismatch:
+            (mh, mw), (ih, iw) = c.mask_size_mismatch
+            pw, ph = (c.pixels.shape[2], c.pixels.shape[1]) if c.pixels is not None else (iw, ih)
+            warnings.append(f"{'start' if i == 0 else f'control {i}'}'s mask is {mw}x{mh} px but its image "
+                            f"{iw}x{ih} px; each was fitted to {pw}x{ph} px on its own (resize to cover, centre "
+                            f"crop), so the mask may not line up with the picture")
     for i in refit:
         old_h, old_w = out[i].pixels.shape[1], out[i].pixels.shape[2]
         out[i] = refit_control(out[i], H, W)

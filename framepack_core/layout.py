@@ -64,6 +64,11 @@ class LayoutError(ValueError):
 
     `allowed_range` (lo, hi) is set for an integer out of its range, so the node layer can add what its
     widgets allow besides (-1 = the preset's value)."""
+    # ComfyUI shows an error's type as "<module>.<Class>" (execution.full_type_name), and it imports the pack
+    # under a module name made from its folder path, so "Show Report" would read
+    # "/.../custom_nodes/framepack_oneframe.framepack_core.layout.LayoutError"; full_type_name gives
+    # builtins' classes their bare name. (Such an exception cannot be pickled; ComfyUI never pickles one.)
+    __module__ = "builtins"
 
     def __init__(self, input: str, problem: str, allowed_range: tuple[int, int] | None = None,
                  node: str | None = None):
@@ -91,6 +96,9 @@ class Control:
     pixels: (B, H, W, 3) the fitted image, kept so the layout can re-fit a control of another size.
     vae: the ComfyUI VAE that encoded it (for re-fitting); None for hand-made controls.
     source_mask: the full-resolution mask (B, H, W) in 0..1 that produced `mask`, for re-fitting.
+    mask_size_mismatch: ((mask h, w), (image h, w)) when the connected mask had another size than its
+    image (each was fitted to the output size on its own, so they may not line up), else None; the
+    layout node says so in its warnings.
     """
 
     latent: torch.Tensor
@@ -99,6 +107,7 @@ class Control:
     pixels: torch.Tensor | None = None
     vae: Any = None
     source_mask: torch.Tensor | None = None
+    mask_size_mismatch: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     @property
     def batch(self) -> int:

@@ -111,6 +111,8 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 
 class FramePackLoadError(ValueError):
     """A checkpoint the FramePack loader cannot load; the message names the file and the problem."""
+    # bare class name in ComfyUI's error report: see LayoutError in layout.py
+    __module__ = "builtins"
 
     def __init__(self, file, problem: str, expected: str = EXPECTED_FILES):
         self.file = str(file)

@@ -8,6 +8,8 @@
 // It never re-implements the rules: it posts the widget values and the number of controls to
 // POST /framepack/layout_preview (nodes/web_routes.py), which resolves them with the same Python
 // code the node runs, and draws the answer. It re-asks whenever a widget or a connection changes.
+// What only the pictures can tell (a control or a mask of another size) comes from the node's last
+// run: its UI output `framepack_warnings`, shown until the next run or a change of connections.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -125,6 +127,7 @@ function messages(state) {
   const out = [];
   if (state.note) out.push({ text: state.note, color: COLORS.dim });
   for (const w of state.layout?.warnings ?? []) out.push({ text: `! ${w}`, color: COLORS.warning });
+  for (const w of state.runWarnings ?? []) out.push({ text: `! last run: ${w}`, color: COLORS.warning });
   return out;
 }
 
@@ -230,12 +233,13 @@ function drawLayout(ctx, node, width, y0, state) {
 
 function previewHeight(node) {
   const state = node.framepackLayout;
-  const n = (state.layout?.warnings?.length ?? 0) + (state.error ? 2 : 0) + (state.note ? 2 : 0);
+  const n = (state.layout?.warnings?.length ?? 0) + (state.error ? 2 : 0) + (state.note ? 2 : 0) +
+    (state.error ? 0 : (state.runWarnings?.length ?? 0));
   return PLOT_HEIGHT + n * LINE * 1.6;
 }
 
 function setUp(node) {
-  node.framepackLayout = { layout: null, error: null, note: null, pending: false, version: 0 };
+  node.framepackLayout = { layout: null, error: null, note: null, runWarnings: [], pending: false, version: 0 };
   node.addCustomWidget({
     name: "framepack_layout_preview",
     type: "framepack_layout_preview",
@@ -262,6 +266,7 @@ function setUp(node) {
   const onConnectionsChange = node.onConnectionsChange;
   node.onConnectionsChange = function (...args) {
     const r = onConnectionsChange?.apply(this, args);
+    node.framepackLayout.runWarnings = []; // other pictures: the last run's sizes no longer apply
     scheduleRefresh(node);
     return r;
   };
@@ -276,6 +281,19 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function (...args) {
       const r = onNodeCreated?.apply(this, args);
       setUp(this);
+      return r;
+    };
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (output) {
+      const r = onExecuted?.apply(this, arguments);
+      const state = this.framepackLayout;
+      if (state) {
+        state.runWarnings = [...(output?.framepack_warnings ?? [])];
+        state.version += 1;
+        const want = this.computeSize();
+        if (this.size[1] < want[1]) this.setSize([this.size[0], want[1]]);
+        this.setDirtyCanvas(true, true);
+      }
       return r;
     };
   },

@@ -91,9 +91,12 @@ class FramePackOneFrameLayout(io.ComfyNode):
                  use_clean_latents_post=use_clean_latents_post, use_clean_latents_2x=use_clean_latents_2x,
                  use_clean_latents_4x=use_clean_latents_4x, siglip_source=siglip_source, siglip_mix=siglip_mix),
             len(given), lora_settings, node)
-        layout = fp_layout.attach_controls(options, resolved, *fit_controls(given, node))
+        fitted, fit_warnings = fit_controls(given, node)
+        layout = fp_layout.attach_controls(options, resolved, fitted, fit_warnings)
         text = layout.summary()
-        return io.NodeOutput(layout, text, ui=ui.PreviewText(text))
+        # The drawing (js/framepack_layout.js) resolves the widgets through the preview route, which cannot
+        # know the pictures' sizes; it shows these from the last run.
+        return io.NodeOutput(layout, text, ui={**ui.PreviewText(text).as_dict(), "framepack_warnings": fit_warnings})
 
 
 class FramePackLayoutSweep(io.ComfyNode):

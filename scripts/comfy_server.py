@@ -62,14 +62,23 @@ class ComfyHTTPError(RuntimeError):
 
 
 class ComfyServer:
-    """`python main.py` from the ComfyUI folder, rooted at `base`; stop() ends it."""
+    """`python main.py` from the ComfyUI folder, rooted at `base`; stop() ends it.
 
-    def __init__(self, base: Path, cpu: bool = True, comfy_dir=None, extra_args=(), timeout: float = 180.0):
+    It listens on `listen` (default 127.0.0.1: this machine only) at `port` (default: a free one)."""
+
+    def __init__(self, base: Path, cpu: bool = True, comfy_dir=None, extra_args=(), timeout: float = 180.0,
+                 port: int | None = None, listen: str = "127.0.0.1"):
         self.base = Path(base)
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = port or _free_port()
+        if port:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    raise RuntimeError(f"port {port} is already in use (another ComfyUI?); pick another one")
+        # what a browser on this machine opens (0.0.0.0 / :: listen everywhere, this machine included)
+        host = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen
+        self.url = f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
         self.log_path = self.base / f"comfyui-{self.port}.log"
-        args = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port),
+        args = [sys.executable, "main.py", "--listen", listen, "--port", str(self.port),
                 "--base-directory", str(self.base), "--disable-api-nodes",
                 "--database-url", f"sqlite:///{self.base}/comfyui-{self.port}.db", *extra_args]
         if cpu:
@@ -77,16 +86,22 @@ class ComfyServer:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, cwd=find_comfy_dir(comfy_dir), stdout=self._log, stderr=subprocess.STDOUT,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        try:
+            self._wait_until_up(timeout)
+        except BaseException:  # also Ctrl-C while it starts: never leave the server behind
+            self.stop()
+            raise
+
+    def _wait_until_up(self, timeout: float) -> None:
         deadline = time.time() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited early; its log:\n{self.log()[-4000:]}")
             try:
                 self.get("/system_stats")
-                break
+                return
             except (urllib.error.URLError, ConnectionError, OSError):
                 if time.time() > deadline:
-                    self.stop()
                     raise RuntimeError(f"ComfyUI did not start in {timeout:.0f}s; its log:\n{self.log()[-4000:]}")
                 time.sleep(0.3)
 
@@ -145,6 +160,7 @@ class ComfyServer:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
         self._log.close()
 
     def __enter__(self):

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/demo.py                       # random weights: proves the pipeline, gives noise
     .venv/bin/python scripts/demo.py --models /path/to/ComfyUI/models --start me.png --reference outfit.png
+    .venv/bin/python scripts/demo.py --ui                  # the same server, left running for a browser
 
 What it does, step by step:
 1. makes a scratch ComfyUI folder with this pack in custom_nodes/;
@@ -15,7 +16,11 @@ What it does, step by step:
    workflow for real, with the real text encoder, on the GPU ComfyUI finds;
 3. starts ComfyUI (`main.py`), converts the example workflow (UI format, what the template browser
    loads) to an API prompt using the server's /object_info, queues it over HTTP, waits;
-4. copies the output image to --out and prints where it is.
+4. copies the output image to --out (never over an earlier one) and prints where it is.
+
+With --ui it runs nothing itself: it serves the example workflows in ComfyUI's template browser
+(adapted like the run: the test conditioning node in place of the text encoder when the weights are
+random, the CPU resolution), prints the URL and keeps the server up until Ctrl-C.
 """
 from __future__ import annotations
 
@@ -31,8 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from comfy_env import add_comfy_to_path, find_comfy_dir  # noqa: E402
-from comfy_server import REPO_ROOT, ComfyServer, prepare_base_dir  # noqa: E402
-from workflow_api import swap_text_encoder, ui_to_api  # noqa: E402
+from comfy_server import PACK_NAME, REPO_ROOT, ComfyServer, prepare_base_dir  # noqa: E402
+from workflow_api import set_widget, swap_text_encoder, swap_text_encoder_ui, ui_to_api  # noqa: E402
 
 WORKFLOWS = REPO_ROOT / "example_workflows"
 CPU_RANDOM_RESOLUTION = 320
@@ -119,6 +124,15 @@ def build_prompt(workflow: dict, object_info: dict, random_weights: bool, resolu
     return prompt
 
 
+def unused_path(path: Path) -> Path:
+    """`path`, or if that exists the first free `<stem>-2<suffix>`, `-3`, ...: a demo run never overwrites
+    an earlier image (each run's ComfyUI has a fresh output folder, so its file names repeat)."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    return candidate
+
+
 def output_images(history_entry: dict) -> list[dict]:
     return [img for out in history_entry.get("outputs", {}).values() for img in out.get("images", [])
             if img.get("type") == "output"]
@@ -143,6 +157,13 @@ def main(argv=None) -> int:
     parser.add_argument("--comfy-dir", default=None, help="a ComfyUI checkout to run (default: the set-up's)")
     parser.add_argument("--cpu", action="store_true", help="run ComfyUI on the CPU even if a GPU is there")
     parser.add_argument("--keep", action="store_true", help="keep the scratch ComfyUI folder (log, outputs)")
+    parser.add_argument("--ui", action="store_true",
+                        help="serve the example workflows to a browser and keep ComfyUI running until Ctrl-C "
+                        "(runs nothing itself)")
+    parser.add_argument("--port", type=int, default=8188, help="with --ui: the server's port (default 8188)")
+    parser.add_argument("--listen", default="127.0.0.1",
+                        help="with --ui: the address to listen on (default 127.0.0.1, this machine only; "
+                        "0.0.0.0 lets other machines in)")
     args = parser.parse_args(argv)
 
     random_weights = not args.models
@@ -179,6 +200,8 @@ def main(argv=None) -> int:
             print(f"  (CPU run: resolution {CPU_RANDOM_RESOLUTION} instead of the workflow's 640 to keep it quick; "
                   "--resolution 640 for full size)")
         print(f"starting ComfyUI ({find_comfy_dir(args.comfy_dir)}) on the {'CPU' if cpu else 'GPU'} ...")
+        if args.ui:
+            return serve_ui(scratch, args, cpu, random_weights)
         with ComfyServer(scratch, cpu=cpu, comfy_dir=args.comfy_dir) as server:
             prompt = build_prompt(workflow, server.get("/object_info"), random_weights, args.resolution, args.steps,
                                   prefix=f"demo_{args.workflow}")
@@ -194,7 +217,7 @@ def main(argv=None) -> int:
         saved = []
         for img in images:
             src = scratch / "output" / img.get("subfolder", "") / img["filename"]
-            dst = out_dir / img["filename"]
+            dst = unused_path(out_dir / img["filename"])
             shutil.copyfile(src, dst)
             saved.append(dst)
     finally:
@@ -206,6 +229,76 @@ def main(argv=None) -> int:
         print(f"output image: {path}")
     note = " (random weights: expect noise)" if random_weights else ""
     print(f"done in {time.time() - t0:.0f}s{note}")
+    return 0
+
+
+def link_pack_for_ui(base: Path) -> Path:
+    """custom_nodes/framepack_oneframe as a folder of links to this checkout's files, with its own (empty)
+    example_workflows/; returns that folder.
+
+    ComfyUI's template browser lists <custom node folder>/example_workflows/*.json under the folder's
+    name (app/custom_node_manager.py: the list is globbed per request, the folder served as
+    /api/workflow_templates/<name> when it exists at start-up). So the adapted workflows appear in
+    the pack's own place, and the originals, which need the real text encoder, do not."""
+    pack = base / "custom_nodes" / PACK_NAME
+    if pack.is_symlink():
+        pack.unlink()
+    pack.mkdir(exist_ok=True)
+    for entry in REPO_ROOT.iterdir():
+        if entry.name.startswith(".") or entry.name in ("example_workflows", "demo_output"):
+            continue
+        (pack / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    (pack / "example_workflows").mkdir(exist_ok=True)
+    return pack / "example_workflows"
+
+
+def adapt_workflow(workflow: dict, object_info: dict, random_weights: bool, resolution: int | None,
+                   steps: int | None) -> dict:
+    """An example workflow (UI format) as the demo runs it: the text encoder swapped for the test node
+    when the weights are random, and the resolution / steps overrides."""
+    if random_weights:
+        workflow = swap_text_encoder_ui(workflow)
+    for node in workflow["nodes"]:
+        if resolution and node["type"] == "FramePackEncodeImage":
+            set_widget(node, "resolution", resolution, object_info)
+        if steps and node["type"] == "FramePackOneFrameSampler":
+            set_widget(node, "steps", steps, object_info)
+    return workflow
+
+
+def serve_ui(scratch: Path, args, cpu: bool, random_weights: bool) -> int:
+    """Start ComfyUI with the adapted example workflows as the pack's templates; run until Ctrl-C."""
+    import signal
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    templates = link_pack_for_ui(scratch)
+    # `kill` (SIGTERM) stops it as cleanly as Ctrl-C: the server is stopped and the scratch folder removed
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)  # also when started from a shell that ignores SIGINT (`&`)
+    try:
+        with ComfyServer(scratch, cpu=cpu, comfy_dir=args.comfy_dir, port=args.port, listen=args.listen) as server:
+            info = server.get("/object_info")
+            names = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+            for name in names:
+                workflow = adapt_workflow(load_workflow(name), info, random_weights, args.resolution, args.steps)
+                (templates / f"{name}.json").write_text(json.dumps(workflow, indent=1))
+                thumb = WORKFLOWS / f"{name}.jpg"
+                if thumb.is_file():  # a copy: ComfyUI's static routes do not follow links out of their folder
+                    shutil.copyfile(thumb, templates / thumb.name)
+            what = ("random weights: a run gives a noise image and proves the pipeline; the prompts are random "
+                    "conditioning from a test node, not a text encoder" if random_weights else f"models: {args.models}")
+            print(f"\nComfyUI with the FramePack one-frame pack is running at {server.url}\n"
+                  f"  Open it in a browser, then Workflow > Browse Templates > {PACK_NAME}: {', '.join(names)}.\n"
+                  f"  ({what}; ComfyUI's log: {server.log_path})\n"
+                  f"  Press Ctrl-C to stop it.", flush=True)
+            while server.proc.poll() is None:
+                time.sleep(0.5)
+            print(server.log()[-3000:], file=sys.stderr)
+            raise SystemExit(f"ComfyUI stopped on its own (exit code {server.proc.returncode}); its log is above")
+    except KeyboardInterrupt:
+        print("stopping ComfyUI ...", flush=True)
     return 0
 
 

@@ -7,9 +7,11 @@ that follows a seed, and the "upload" button that follows an image picker. Links
 `[link_id, from_node, from_slot, to_node, to_slot, type]`. The browser test checks this
 converter against the front end's own `app.graphToPrompt()` for every example workflow.
 
-Also here: `swap_text_encoder`, which replaces DualCLIPLoader + CLIPTextEncode by the test node
+Also here: `swap_text_encoder` (API prompts) and `swap_text_encoder_ui` (UI workflows, for the
+templates `demo.py --ui` serves), which replace DualCLIPLoader + CLIPTextEncode by the test node
 FPTestConditioning (random CONDITIONING with CLIPTextEncode's hunyuan_video structure) for runs
-with random weights, where the 8 B LLaVA-Llama-3 text encoder cannot be used.
+with random weights, where the 8 B LLaVA-Llama-3 text encoder cannot be used; and `set_widget`,
+one widget value of a UI-format node.
 """
 from __future__ import annotations
 
@@ -26,10 +28,26 @@ def _is_widget(spec) -> bool:
     return isinstance(kind, list) or kind in _WIDGET_TYPES
 
 
-def _extra_widgets(spec) -> int:
+def _extra_widgets(spec, name: str = "") -> int:
     """How many front-end-only widget values follow this input's value in widgets_values."""
     opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    return int(bool(opts.get("control_after_generate"))) + int(bool(opts.get("image_upload")))
+    # The front end gives an INT named seed / noise_seed a "control after generate" combo even when its
+    # spec does not ask for one (useIntWidget), e.g. FPTestConditioning's seed.
+    control = opts.get("control_after_generate", spec[0] == "INT" and name in ("seed", "noise_seed"))
+    return int(bool(control)) + int(bool(opts.get("image_upload")))
+
+
+def _widget_slots(info: dict) -> dict[str, int]:
+    """widget input name -> its position in a UI node's widgets_values."""
+    slots, pos = {}, 0
+    order = info.get("input_order") or {s: list(info["input"].get(s, {})) for s in ("required", "optional")}
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            spec = info["input"][section][name]
+            if _is_widget(spec):
+                slots[name] = pos
+                pos += 1 + _extra_widgets(spec, name)
+    return slots
 
 
 def ui_to_api(workflow: dict, object_info: dict) -> dict:
@@ -46,16 +64,8 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
         info = object_info.get(node["type"])
         if info is None:
             raise ValueError(f"node {node['id']}: type {node['type']!r} is not installed in this ComfyUI")
-        inputs = {}
         values = list(node.get("widgets_values") or [])
-        pos = 0
-        order = info.get("input_order") or {s: list(info["input"].get(s, {})) for s in ("required", "optional")}
-        for section in ("required", "optional"):
-            for name in order.get(section, []):
-                spec = info["input"][section][name]
-                if _is_widget(spec) and pos < len(values):
-                    inputs[name] = values[pos]
-                    pos += 1 + _extra_widgets(spec)
+        inputs = {name: values[pos] for name, pos in _widget_slots(info).items() if pos < len(values)}
         for slot in node.get("inputs", []):
             link = links.get(slot.get("link"))
             if link is not None:
@@ -81,3 +91,41 @@ def swap_text_encoder(prompt: dict, seed: int = 0) -> dict:
             raise ValueError(f"DualCLIPLoader {nid} still feeds {[u['class_type'] for u in users]}")
         del prompt[nid]
     return prompt
+
+
+def set_widget(node: dict, name: str, value, object_info: dict) -> None:
+    """Set widget `name` of a UI-format workflow node (its place in widgets_values comes from /object_info)."""
+    slots = _widget_slots(object_info[node["type"]])
+    if name not in slots or slots[name] >= len(node.get("widgets_values") or []):
+        raise ValueError(f"node {node['id']} ({node['type']}) has no widget value {name!r}")
+    node["widgets_values"][slots[name]] = value
+
+
+def swap_text_encoder_ui(workflow: dict, seed: int = 0) -> dict:
+    """`swap_text_encoder` for a UI-format workflow: each CLIPTextEncode becomes an FPTestConditioning
+    (same CONDITIONING output and links, a title that says so), the DualCLIPLoaders and their links go."""
+    workflow = copy.deepcopy(workflow)
+    loaders = {n["id"] for n in workflow["nodes"] if n["type"] == "DualCLIPLoader"}
+    dropped = {link[0] for link in workflow.get("links", []) if link[1] in loaders}
+    for node in workflow["nodes"]:
+        if node["type"] != "CLIPTextEncode":
+            continue
+        if any(i.get("link") is not None and i["link"] not in dropped for i in node.get("inputs", [])
+               if i["name"] != "clip"):
+            raise ValueError(f"node {node['id']}: a CLIPTextEncode with a linked text cannot be swapped")
+        text = str((node.get("widgets_values") or [""])[0])
+        tokens = max(1, min(256, len(text.split()) or 1))
+        node["type"] = "FPTestConditioning"
+        node["title"] = f"{node.get('title') or 'Prompt'} (demo: random conditioning, no text encoder)"
+        # seed, its "control after generate" (the front end adds one to any seed), tokens, padding, dims
+        node["widgets_values"] = [seed + int(node["id"]), "fixed", tokens, 0, 4096, 768]
+        node.pop("inputs", None)  # the test node has widgets only; the front end makes its own slots
+        node.setdefault("properties", {})["Node name for S&R"] = "FPTestConditioning"
+    users = [link for link in workflow.get("links", []) if link[0] in dropped]
+    bad = [link for link in users if not any(n["id"] == link[3] and n["type"] == "FPTestConditioning"
+                                             for n in workflow["nodes"])]
+    if bad:
+        raise ValueError(f"DualCLIPLoader still feeds nodes {[link[3] for link in bad]}")
+    workflow["nodes"] = [n for n in workflow["nodes"] if n["id"] not in loaders]
+    workflow["links"] = [link for link in workflow.get("links", []) if link[0] not in dropped]
+    return workflow

@@ -257,11 +257,68 @@ def test_malformed_control_index_is_a_clear_error(run_graph, fp_models, images):
         run_graph(graph(fp_models, preset="kisekaeichi", ref="fp_ref.png", layout={"control_index": "0;x"}))
 
 
+def _execution_error(run_graph, prompt) -> dict:
+    """ComfyUI's own `execution_error` message (what the frontend's "Show Report" shows) for a failing prompt."""
+    with pytest.raises(GraphError) as info:
+        run_graph(prompt)
+    errors = info.value.details
+    assert len(errors) == 1 and errors[0][0] == "execution_error", errors
+    return errors[0][1]
+
+
+def test_error_report_names_the_bare_exception_class(run_graph, fp_models, images, models_dir):
+    """ComfyUI loads the pack under a path-shaped module name; its errors still report their bare class name."""
+    bad_index = graph(fp_models, preset="kisekaeichi", ref="fp_ref.png", layout={"control_index": "0;x"})
+    err = _execution_error(run_graph, bad_index)
+    assert err["exception_type"] == "LayoutError", err["exception_type"]
+    assert err["node_type"] == "FramePackOneFrameLayout" and "input 'control_index'" in err["exception_message"]
+
+    from safetensors.torch import save_file
+
+    name = "fp-not-framepack-report.safetensors"
+    save_file({"encoder.conv_in.weight": torch.zeros(4, 3, 3, 3)}, str(models_dir / "diffusion_models" / name))
+    err = _execution_error(run_graph, {
+        "1": {"class_type": "FramePackModelLoader", "inputs": {"model_name": name, "weight_dtype": "default"}},
+        "2": {"class_type": "FPTestCapture", "inputs": {"value": ["1", 0]}}})
+    assert err["exception_type"] == "FramePackLoadError", err["exception_type"]
+    assert name in err["exception_message"]
+
+    # No stock node makes a non-FramePack MODEL without a real checkpoint, so this one is checked on the
+    # class ComfyUI's copy of the pack defines, with ComfyUI's own formatter.
+    import sys
+
+    import execution
+
+    core = [m for n, m in sys.modules.items() if n.endswith(".framepack_core.comfy_model") and "custom_nodes" in n]
+    assert core, "ComfyUI's copy of the pack is not loaded"
+    assert execution.full_type_name(core[0].NotFramePackModelError) == "NotFramePackModelError"
+
+
 def test_control_of_another_size_is_refitted_and_said(run_graph, fp_models, images):
     out = run_graph(graph(fp_models, preset="kisekaeichi", ref="fp_wide.png", ref_resolution=192),
                     outputs_of=["layout", "sampler"])
     assert "re-fitted to the start's 128x128 px" in out["layout"][1]
+    assert [w for w in run_graph.ui_outputs["layout"]["framepack_warnings"] if "re-fitted" in w]  # for the drawing
     assert out["layout"][0].controls[1].latent.shape == (1, 16, 1, 16, 16)
+
+
+def test_mask_of_another_size_is_said(run_graph, fp_models, images):
+    """A mask of another size than its image is fitted on its own: the summary and the drawing's feed say so."""
+    _png(images / "fp_square512.png", 4, size=(512, 512))
+
+    def masked_start(width, height):
+        prompt = graph(fp_models, start="fp_square512.png")
+        prompt["mask0"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": width, "height": height}}
+        prompt["enc0"]["inputs"]["mask"] = ["mask0", 0]
+        return run_graph(prompt, outputs_of=["layout"])["layout"], run_graph.ui_outputs["layout"]
+
+    (_, summary), shown = masked_start(200, 300)
+    said = ("start's mask is 200x300 px but its image 512x512 px; each was fitted to 128x128 px on its own "
+            "(resize to cover, centre crop), so the mask may not line up with the picture")
+    assert said in summary
+    assert shown["framepack_warnings"] == [said] and shown["text"] == [summary]  # what js/ draws after a run
+    (_, summary), shown = masked_start(512, 512)
+    assert "mask is" not in summary and shown["framepack_warnings"] == []
 
 
 def test_mismatched_batches_are_an_error(run_graph, fp_models, images):
