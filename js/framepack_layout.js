@@ -16,6 +16,7 @@ import { api } from "../../scripts/api.js";
 const NODE_TYPE = "FramePackOneFrameLayout";
 const CONTROL_LIST_TYPE = "FramePackControlList";
 const ROUTE = "/framepack/layout_preview";
+const PREVIEW_WIDGET = "framepack_layout_preview";
 const PLOT_HEIGHT = 128; // header, rows, axis, legend; warning lines are added below it
 const LINE = 14;
 
@@ -99,9 +100,17 @@ async function refresh(node) {
   }
   if (state.requestKey !== key) return; // a newer request superseded this one
   Object.assign(state, { pending: false, request, layout, error, drawnKey: key, version: state.version + 1 });
+  redraw(node);
+}
+
+// After a state change: grow the node if the drawing needs it and repaint. The canvas renderer
+// repaints on setDirtyCanvas; the Vue node renderer (Comfy.VueNodes.Enabled in current frontends)
+// paints a custom widget on a canvas of its own, and only when the widget's triggerDraw() is called.
+function redraw(node) {
   const want = node.computeSize();
   if (node.size[1] < want[1]) node.setSize([node.size[0], want[1]]);
   node.setDirtyCanvas(true, true);
+  node.widgets?.find((w) => w.name === PREVIEW_WIDGET)?.triggerDraw?.();
 }
 
 // ---- drawing ----------------------------------------------------------------------------------
@@ -241,8 +250,8 @@ function previewHeight(node) {
 function setUp(node) {
   node.framepackLayout = { layout: null, error: null, note: null, runWarnings: [], pending: false, version: 0 };
   node.addCustomWidget({
-    name: "framepack_layout_preview",
-    type: "framepack_layout_preview",
+    name: PREVIEW_WIDGET,
+    type: PREVIEW_WIDGET,
     value: null,
     options: { serialize: false },
     serialize: false,
@@ -252,6 +261,7 @@ function setUp(node) {
       const key = JSON.stringify(previewRequest(n));
       if (key !== n.framepackLayout.requestKey) scheduleRefresh(n, 30);
       drawLayout(ctx, n, width, y, n.framepackLayout);
+      n.framepackLayout.drawnVersion = n.framepackLayout.version; // what the picture shows (for tests)
     },
   });
   for (const w of node.widgets ?? []) {
@@ -290,9 +300,7 @@ app.registerExtension({
       if (state) {
         state.runWarnings = [...(output?.framepack_warnings ?? [])];
         state.version += 1;
-        const want = this.computeSize();
-        if (this.size[1] < want[1]) this.setSize([this.size[0], want[1]]);
-        this.setDirtyCanvas(true, true);
+        redraw(this);
       }
       return r;
     };

@@ -195,6 +195,30 @@ def test_layout_drawing_follows_the_widgets(browser_results, served):
     assert [c["index"] for c in kis["layout"]["clean"]] == [0, 10] and kis["layout"]["target_index"] == 1
 
 
+def _comfy_version() -> tuple[int, ...]:
+    from conftest import COMFY_DIR
+
+    text = (COMFY_DIR / "comfyui_version.py").read_text()
+    return tuple(int(x) for x in re.search(r'__version__ = "([\d.]+)"', text).group(1).split("."))
+
+
+@pytest.mark.browser
+@needs_browser
+def test_layout_drawing_with_the_vue_node_renderer(browser_results):
+    """Current frontends' Vue node renderer paints our custom widget only when asked (triggerDraw)."""
+    vue = browser_results["vue"]
+    if _comfy_version() < (0, 28):
+        assert vue == {"supported": False}  # frontend 1.3x has no Vue node renderer
+        return
+    assert vue["supported"] and vue["vueNodes"] > 5
+    # the picture shows the current state, before and after a widget change
+    assert vue["before"]["error"] is None and vue["before"]["layout"]["target_index"] == 1
+    assert vue["after"]["layout"]["target_index"] == vue["newValue"] == 4
+    assert vue["after"]["layout"] == json.loads(json.dumps(_layout_from_widgets(vue["after"]["request"]["widgets"],
+                                                          vue["after"]["request"]["num_controls"])))
+    assert Path(vue["shot"]).is_file()
+
+
 @pytest.mark.browser
 @needs_browser
 def test_python_converter_matches_the_frontend(browser_results, served):

@@ -155,6 +155,39 @@ try {
       if (unplugged) lay.unplugged = await waitLayout(lay.id, "(s) => s.request && s.request.num_controls === 1");
     }
   }
+  // The Vue node renderer of current frontends (off by default in 1.45; users can switch it on): the
+  // drawing must follow the widgets there too. Frontends without it (1.3x) report unsupported.
+  results.vue = await page.evaluate(async () => {
+    const setting = window.app.extensionManager?.setting;
+    const known = setting?.get?.("Comfy.VueNodes.Enabled") !== undefined;
+    if (!known) return { supported: false };
+    await setting.set("Comfy.VueNodes.Enabled", true);
+    return { supported: true };
+  });
+  if (results.vue.supported) {
+    const name = "framepack_kisekaeichi";
+    await page.evaluate(async ([pack, name]) => {
+      const wf = await (await fetch(`/api/workflow_templates/${pack}/${name}.json`)).json();
+      await window.app.loadGraphData(wf, true, true, name);
+    }, [PACK, name]);
+    await page.waitForFunction(() => document.querySelectorAll("[data-node-id]").length > 5, null, { timeout: 20000 });
+    const id = await page.evaluate(() => window.app.graph.nodes.find((n) => n.type === "FramePackOneFrameLayout").id);
+    const drawn = (predicate) => waitLayout(id, `(s) => s.drawnVersion === s.version && (${predicate})(s)`);
+    results.vue.vueNodes = await page.evaluate(() => document.querySelectorAll("[data-node-id]").length);
+    results.vue.before = await drawn("(s) => !!s.layout");
+    const newValue = (results.vue.before.layout.target_index ?? 0) + 3;
+    await page.evaluate(([id, v]) => {
+      const w = window.app.graph.getNodeById(id).widgets.find((w) => w.name === "target_index");
+      w.value = v;
+      w.callback?.(v);
+    }, [id, newValue]);
+    results.vue.newValue = newValue;
+    results.vue.after = await drawn(`(s) => s.layout && s.layout.target_index === ${newValue}`);
+    const box = await page.locator(`[data-node-id="${id}"]`).first().boundingBox();
+    results.vue.shot = path.join(outDir, `vue-nodes-${name}-layout.png`);
+    if (box) await page.screenshot({ path: results.vue.shot, clip: box });
+    await page.evaluate(() => window.app.extensionManager.setting.set("Comfy.VueNodes.Enabled", false));
+  }
 } catch (e) {
   results.fatal = String(e?.stack || e);
 } finally {
