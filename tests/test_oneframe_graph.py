@@ -381,9 +381,11 @@ def test_interrupt_stops_sampling_and_next_run_works(run_graph, fp_models, image
 
     seen = []
 
+    # Interrupt at the first step reported from 2 on (a current ComfyUI reports progress at most every
+    # 100 ms, so step 2 itself may not be reported); no step may be reported after that.
     def hook(value, total, preview, node_id=None):
         seen.append(value)
-        if value == 2:
+        if value >= 2 and not [v for v in seen[:-1] if v >= 2]:
             comfy.model_management.interrupt_current_processing(True)
 
     comfy.utils.set_progress_bar_global_hook(hook)
@@ -393,6 +395,6 @@ def test_interrupt_stops_sampling_and_next_run_works(run_graph, fp_models, image
     finally:
         comfy.utils.set_progress_bar_global_hook(None)
         comfy.model_management.interrupt_current_processing(False)
-    assert max(seen) == 2  # stopped at the next step, not after all 20
+    assert [v for v in seen if v >= 2] == [max(seen)] and max(seen) < 20  # stopped at the next step
     assert any(m[0] == "execution_interrupted" for m in run_graph.executor.status_messages)
     assert latent(run_graph, graph(fp_models, steps=2, seed=12)).shape == (1, 16, 1, 16, 16)
