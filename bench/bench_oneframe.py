@@ -639,7 +639,62 @@ def section_lowvram(R, state, layouts, iters):
                  operations=None, ref_latent=lat_fp8)
 
 
-SECTIONS = ["env", "floor", "reference", "reference_compiled", "ours", "ours_apply_model", "profile_eager", "ours_compiled", "fp8", "batch", "lowvram"]
+def _calm(sd: dict) -> dict:
+    """`sd` with the blocks' modulation scaled down 100x (gates near 0: each block close to the identity),
+    so the velocity changes smoothly along the trajectory as a trained model's does and step caches
+    can work. Random weights proper change erratically from step to step. Shares the other tensors."""
+    return {k: (v * 0.01 if ".norm1" in k or ".norm.linear" in k or k.startswith("x_embedder.") else v)
+            for k, v in sd.items()}
+
+
+@torch.inference_mode()
+def section_step_cache(R, state, layouts, iters):
+    """ComfyUI's own step caches (EasyCache, LazyCache) on our MODEL through ComfyUI's sampling: model
+    calls, seconds and the final latent's relative error per 25-step image, same seed, against the
+    uncached run, on the bench's random weights and on their 'calm' variant (see _calm). Neither
+    shows the quality a trained model gives; see bench/README.md for the path on real weights."""
+    from comfy_extras.nodes_easycache import EasyCacheNode, LazyCacheNode
+
+    sd = _weights(state)
+    name = "kisekaeichi" if "kisekaeichi" in layouts else layouts[0]
+    res = R.data.get("step_cache", {})
+    for weights in ("random", "calm"):
+        patcher = build_ours(sd if weights == "random" else _calm(sd))
+        dm_cls = type(patcher.model.diffusion_model)
+        calls = []
+        forward = dm_cls._forward
+
+        def counted(self, *a, **k):
+            calls.append(1)
+            return forward(self, *a, **k)
+
+        dm_cls._forward = counted
+        try:
+            run_sampler(patcher, name, steps=2)  # warm-up: loads the model
+            variants = [("none", None, patcher)]
+            for thr in (0.1, 0.2, 0.3):
+                variants.append((f"EasyCache {thr}", thr, EasyCacheNode.execute(patcher, thr, 0.15, 0.95, False)[0]))
+            variants.append(("LazyCache 0.2", 0.2, LazyCacheNode.execute(patcher, 0.2, 0.15, 0.95, False)[0]))
+            base = None
+            for label, thr, model in variants:
+                calls.clear()
+                sec, lat = run_sampler(model, name)
+                row = dict(weights=weights, cache=label, model_calls=len(calls), seconds=sec)
+                if base is None:
+                    base = lat.float()
+                else:
+                    row["final_latent_rel_err"] = _rel(lat, base)
+                res[f"{weights} / {label}"] = row
+                R.put("step_cache", res)
+                log(f"step cache {weights} {label}: {row['model_calls']} model calls, {sec:.2f} s, "
+                    f"err {row.get('final_latent_rel_err', 0):.3f}")
+        finally:
+            dm_cls._forward = forward
+            del patcher
+            torch.cuda.empty_cache()
+
+
+SECTIONS = ["env", "floor", "reference", "reference_compiled", "ours", "ours_apply_model", "profile_eager", "ours_compiled", "fp8", "batch", "lowvram", "step_cache"]
 
 
 def main(argv=None) -> int:
