@@ -7,7 +7,8 @@ import path from "node:path";
 
 export const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
-export async function openComfy(url, { width = 1600, height = 1000 } = {}) {
+// settings: overrides of the defaults below (a null value leaves the frontend's own default).
+export async function openComfy(url, { width = 1600, height = 1000, settings: overrides = {} } = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "fp1f-chromium-")); // fresh --user-data-dir
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -23,7 +24,8 @@ export async function openComfy(url, { width = 1600, height = 1000 } = {}) {
   // quiet, readable pictures: no minimap, text drawn at every zoom, no first-run dialogs or banner
   const settings = { "Comfy.Minimap.Visible": false, "LiteGraph.Canvas.MinFontSizeForLOD": 1,
     "Comfy.TutorialCompleted": true };
-  for (const [id, value] of Object.entries(settings)) {
+  for (const [id, value] of Object.entries({ ...settings, ...overrides })) {
+    if (value === null) continue;
     await page.request.post(`${url}/api/settings/${encodeURIComponent(id)}`, { data: value });
   }
   await page.addInitScript(() => localStorage.setItem("vueNodesBannerDismissed", "true"));
