@@ -268,13 +268,14 @@ def test_layout_labels_never_overlap(browser_results):
 @pytest.mark.browser
 @needs_browser
 def test_a_growing_layout_node_covers_no_neighbour(browser_results):
-    """An out-of-range target makes the layout node grow with its red error: it grows into free space."""
+    """After the target sweep (target 255 adds a warning line) and an out-of-range target (a red error),
+    the layout node has grown with its messages, into free space: it covers no other node."""
     for name in EXAMPLES:
         r = browser_results["workflows"][name]
         lay = r["layouts"][0]
         before = {n["id"]: n["rect"] for n in r["open"]["rects"]}[lay["id"]]
         after = {n["id"]: n["rect"] for n in lay["errorRects"]}[lay["id"]]
-        assert after[3] > before[3], f"{name}: the error did not grow the node ({before} -> {after})"
+        assert after[3] > before[3], f"{name}: the messages did not grow the node ({before} -> {after})"
         assert _overlapping([(f"{n['type']}#{n['id']}", n["rect"]) for n in lay["errorRects"]]) == [], name
 
 

@@ -16,7 +16,7 @@
 // Writes <out dir>/results.json (and the PNGs) for pytest to judge.
 import fs from "node:fs";
 import path from "node:path";
-import { fitAll, focusGraph, nodeClip, openComfy } from "./comfy_page.mjs";
+import { closeDialog, fitAll, focusGraph, nodeClip, openComfy, openTemplateBrowser } from "./comfy_page.mjs";
 
 const [url, outDir, change = "target_index"] = process.argv.slice(2);
 const PACK = process.env.FRAMEPACK_PACK_NAME || "framepack_oneframe";
@@ -68,10 +68,7 @@ async function setAndDraw(nodeId, name, value) {
 }
 
 async function templateBrowser() {
-  await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
-  const nav = page.getByText(PACK, { exact: true }).first();
-  await nav.waitFor({ timeout: 15000 });
-  await nav.click();
+  await openTemplateBrowser(page, PACK);
   // the cards' pictures are blob: URLs (the browser fetches them): find the cards by their name
   const names = results.templates[PACK] ?? [];
   const cards = () => page.evaluate((names) => {
@@ -86,15 +83,8 @@ async function templateBrowser() {
   const shot = path.join(outDir, "template-browser.png");
   await page.screenshot({ path: shot });
   const shown = await cards();
-  // close it (Escape, else its close button) before anything else clicks on the page
-  await page.keyboard.press("Escape");
-  const open = () => page.evaluate(() => [...document.querySelectorAll(".p-dialog")].some((d) => d.innerText.includes("Templates")));
-  for (let i = 0; i < 20 && await open(); i++) {
-    await page.locator(".p-dialog button:has(i.pi-times), .p-dialog button:has([class*='lucide--x'])").first()
-      .click({ timeout: 2000 }).catch(() => {});
-    await page.waitForTimeout(200);
-  }
-  return { shot, ...shown, closed: !(await open()) };
+  // close it before anything else clicks on the page
+  return { shot, ...shown, closed: await closeDialog(page, "Templates") };
 }
 
 async function waitLayout(nodeId, predicate, timeout = 15000) {

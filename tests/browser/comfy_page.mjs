@@ -92,3 +92,24 @@ export async function fitAll(page, margin = 30, left = 80, top = 100) {
   const scale = Math.min((box.w - left - 2 * margin) / (box.x1 - box.x0), (box.h - top - 2 * margin) / (box.y1 - box.y0), 1.2);
   await focusGraph(page, box.x0, box.y0, scale, left + margin, top + margin);
 }
+
+// Open the template browser (Workflow > Browse Templates) on a custom node pack's category.
+export async function openTemplateBrowser(page, pack) {
+  await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+  const nav = page.getByText(pack, { exact: true }).first();
+  await nav.waitFor({ timeout: 15000 });
+  await nav.click();
+}
+
+// Close the open dialog (Escape, else its close button: frontend 1.3x ignores Escape there);
+// true when none is left.
+export async function closeDialog(page, text) {
+  await page.keyboard.press("Escape");
+  const open = () => page.evaluate((text) => [...document.querySelectorAll(".p-dialog")].some((d) => d.innerText.includes(text)), text);
+  for (let i = 0; i < 20 && await open(); i++) {
+    await page.locator(".p-dialog button:has(i.pi-times), .p-dialog button:has([class*='lucide--x'])").first()
+      .click({ timeout: 2000 }).catch(() => {});
+    await page.waitForTimeout(200);
+  }
+  return !(await open());
+}
