@@ -234,18 +234,22 @@ def main() -> int:
         with ComfyServer(base) as server:
             subprocess.run(["node", str(BROWSER / "build_workflows.mjs"), str(spec_path), server.url, str(base / "out")],
                            check=True, cwd=BROWSER)
-        for wf in specs():
-            name = wf["name"]
-            workflow = json.loads((base / "out" / f"{name}.json").read_text())
-            write_workflow(OUT / f"{name}.json", add_model_links(workflow))
-            # the template browser's card: title, what it does and needs, the layout drawing
-            Image.open(base / "out" / f"{name}-thumb.png").convert("RGB").save(OUT / f"{name}.jpg", quality=90)
-            print(f"wrote {OUT / name}.json and .jpg")
-        # the README's pictures: the kisekaeichi workflow and a close-up of its layout node
+            for wf in specs():
+                name = wf["name"]
+                workflow = json.loads((base / "out" / f"{name}.json").read_text())
+                write_workflow(OUT / f"{name}.json", add_model_links(workflow))
+                # the template browser's card: title, what it does and needs, the layout drawing
+                Image.open(base / "out" / f"{name}-thumb.png").convert("RGB").save(OUT / f"{name}.jpg", quality=90)
+                print(f"wrote {OUT / name}.json and .jpg")
+            # README "Your first hour": the templates just written, as the server now serves them
+            subprocess.run(["node", str(BROWSER / "first_hour.mjs"), server.url, str(base / "out")], check=True, cwd=BROWSER)
+        # the README's pictures: the kisekaeichi workflow, a close-up of its layout node, the first hour
         DOCS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(base / "out" / "framepack_kisekaeichi.png", DOCS / "framepack_kisekaeichi.png")
         shutil.copyfile(base / "out" / "framepack_kisekaeichi-layout.png", DOCS / "kisekaeichi_layout_node.png")
-        print(f"wrote {DOCS}/framepack_kisekaeichi.png and kisekaeichi_layout_node.png")
+        for picture in ("first_hour_templates", "first_hour_missing_models", "first_hour_error"):
+            shutil.copyfile(base / "out" / f"{picture}.png", DOCS / f"{picture}.png")
+        print(f"wrote {DOCS}/framepack_kisekaeichi.png, kisekaeichi_layout_node.png and first_hour_*.png")
     return 0
 
 
