@@ -17,8 +17,6 @@ const NODE_TYPE = "FramePackOneFrameLayout";
 const CONTROL_LIST_TYPE = "FramePackControlList";
 const ROUTE = "/framepack/layout_preview";
 const PREVIEW_WIDGET = "framepack_layout_preview";
-const PLOT_HEIGHT = 128; // header, rows, axis, legend; warning lines are added below it
-const LINE = 14;
 
 const COLORS = {
   background: "#17191c",
@@ -114,14 +112,34 @@ function redraw(node) {
 }
 
 // ---- drawing ----------------------------------------------------------------------------------
+//
+// planDrawing() decides where every rectangle and every piece of text goes (and so the height the
+// node needs); drawLayout() only paints that plan. The text boxes of the plan are kept on
+// node.framepackLayout.labelBoxes, so the browser test can check that no two labels overlap.
 
-function wrap(ctx, text, width) {
+// The frontend's own node text size: the zoom at which the frontend stops drawing text
+// (LiteGraph.Canvas.MinFontSizeForLOD / NODE_TEXT_SIZE) then hides this text no sooner than the widgets'.
+const FONT_PX = 14;
+const FONT = `${FONT_PX}px sans-serif`;
+const LINE = FONT_PX + 5;
+const PAD = 10;
+const ROWS = [["noisy", 22], ["1x", 22], ["2x", 17], ["4x", 17]]; // each at least one text line tall
+const LEGEND = "T noisy target  S start  C# control  P zero post  white edge: mask applies  shaded: window";
+let measureCtx = null;
+
+function measure(text) {
+  measureCtx ??= document.createElement("canvas").getContext("2d");
+  measureCtx.font = FONT;
+  return measureCtx.measureText(text).width;
+}
+
+function wrap(text, width) {
   const lines = [];
   for (const para of String(text).split("\n")) {
     let line = "";
     for (const word of para.split(" ")) {
       const next = line ? `${line} ${word}` : word;
-      if (ctx.measureText(next).width > width && line) {
+      if (measure(next) > width && line) {
         lines.push(line);
         line = word;
       } else line = next;
@@ -140,55 +158,57 @@ function messages(state) {
   return out;
 }
 
-function box(ctx, x, y, w, h, fill, label) {
-  ctx.fillStyle = fill;
-  ctx.fillRect(x, y, Math.max(w, 2), h);
-  if (label) {
-    ctx.fillStyle = "#0d0f11";
-    ctx.textAlign = "center";
-    ctx.fillText(label, x + w / 2, y + h / 2 + 3.5, Math.max(w - 2, 8));
+// Tick labels under the axis: the target and the clean indices first, then evenly spaced ones;
+// a label that would touch one already placed is left out, so labels never run together.
+function tickLabels(L, maxIndex, X, cell, left, right) {
+  const widest = measure(String(maxIndex));
+  const step = [1, 2, 5, 10, 20, 50, 100].find((s) => s * cell >= widest + 8) ?? 100;
+  const wanted = [L.target_index, ...L.clean.map((c) => c.index).sort((a, b) => a - b)];
+  for (let i = 0; i < maxIndex; i += step) wanted.push(i);
+  const placed = [];
+  for (const i of wanted) {
+    const w = measure(String(i));
+    const cx = Math.min(Math.max(X(i) + cell / 2, left + w / 2), right - w / 2);
+    const x = cx - w / 2;
+    if (placed.some((p) => p.i === i || (x < p.x + p.w + 4 && p.x < x + w + 4))) continue;
+    placed.push({ i, x, w, cx });
   }
+  return placed;
 }
 
-function drawLayout(ctx, node, width, y0, state) {
-  const pad = 10;
-  const msgs = messages(state);
-  ctx.save();
-  ctx.font = "10px sans-serif";
-  const msgLines = msgs.flatMap((m) => wrap(ctx, m.text, width - 2 * pad).map((t) => ({ t, color: m.color })));
-  const height = PLOT_HEIGHT + msgLines.length * LINE;
-  ctx.fillStyle = COLORS.background;
-  ctx.beginPath();
-  ctx.roundRect ? ctx.roundRect(pad / 2, y0, width - pad, height, 6) : ctx.rect(pad / 2, y0, width - pad, height);
-  ctx.fill();
-
+function planDrawing(state, width) {
+  const rects = [];
+  const texts = [];
+  const text = (t, x, cy, color, align = "left") => {
+    const w = measure(t);
+    const left = align === "center" ? x - w / 2 : x;
+    texts.push({ text: t, x: left, y: cy - FONT_PX / 2, w, h: FONT_PX, color });
+  };
+  const inner = width - 2 * PAD;
+  let y = 6;
   const L = state.layout;
-  ctx.textAlign = "left";
-  ctx.fillStyle = COLORS.text;
   if (!L) {
-    ctx.fillText(state.pending ? "resolving layout..." : "no layout", pad, y0 + 16);
+    text(state.pending ? "resolving layout..." : "no layout", PAD, y + LINE / 2, COLORS.text);
+    y += LINE;
   } else {
-    ctx.fillText(
-      `${L.preset} | window ${L.latent_window_size} | target ${L.target_index} | SigLIP: ${L.siglip.label}`,
-      pad, y0 + 14, width - 2 * pad,
-    );
+    const header = `${L.preset} | window ${L.latent_window_size} | target ${L.target_index} | SigLIP: ${L.siglip.label}`;
+    for (const line of wrap(header, inner)) { text(line, PAD, y + LINE / 2, COLORS.text); y += LINE; }
+    y += 4;
     const all = [L.target_index, ...L.clean.map((c) => c.index), ...L.clean_2x.indices, ...L.clean_4x.indices];
     const maxIndex = Math.max(L.latent_window_size + 1, ...all) + 1;
-    const labelW = 26;
-    const x0 = pad + labelW;
-    const cell = (width - x0 - pad) / maxIndex;
+    const x0 = PAD + Math.max(...ROWS.map(([name]) => measure(name))) + 8;
+    const cell = (width - x0 - PAD) / maxIndex;
     const X = (i) => x0 + i * cell;
-    const rows = { noisy: y0 + 24, "1x": y0 + 46, "2x": y0 + 68, "4x": y0 + 80 };
-    const rowH = { noisy: 18, "1x": 18, "2x": 9, "4x": 9 };
-
-    ctx.fillStyle = COLORS.dim;
-    for (const [name, y] of Object.entries(rows)) ctx.fillText(name, pad, y + rowH[name] / 2 + 3.5);
-
+    const row = {};
+    for (const [name, h] of ROWS) { row[name] = { y, h }; text(name, PAD, y + h / 2, COLORS.dim); y += h + 3; }
     // the latent window 0..lws-1 (where a video's frames would be), shaded
-    ctx.fillStyle = "#23272d";
-    ctx.fillRect(X(0), rows.noisy - 2, cell * L.latent_window_size, rows["4x"] + rowH["4x"] - rows.noisy + 4);
-
-    box(ctx, X(L.target_index) + 1, rows.noisy, cell - 2, rowH.noisy, COLORS.target, "T");
+    rects.push({ x: X(0), y: row.noisy.y - 2, w: cell * L.latent_window_size, h: y - row.noisy.y + 1, color: "#23272d" });
+    const slot = (x, r, w, color, label, mask = false) => {
+      rects.push({ x, y: r.y, w: Math.max(w, 2), h: r.h, color, mask });
+      // a label only where it fits its box: in a crowded axis the tick labels name the indices
+      if (label && measure(label) <= w - 2) text(label, x + w / 2, r.y + r.h / 2, "#0d0f11", "center");
+    };
+    slot(X(L.target_index) + 1, row.noisy, cell - 2, COLORS.target, "T");
     // 1x clean latents; several at one index are stacked side by side in their cell
     const byIndex = {};
     for (const c of L.clean) (byIndex[c.index] ??= []).push(c);
@@ -197,54 +217,63 @@ function drawLayout(ctx, node, width, y0, state) {
       slots.forEach((c, k) => {
         const color = c.kind === "control" ? (c.control === 0 ? COLORS.start : COLORS.control) : COLORS.zero;
         const short = c.kind === "control" ? (c.control === 0 ? "S" : `C${c.control}`) : c.kind === "post" ? "P" : "0";
-        box(ctx, X(Number(index)) + 1 + k * w, rows["1x"], w - 1, rowH["1x"], color, short);
-        if (c.mask) {
-          ctx.strokeStyle = "#ffffff";
-          ctx.strokeRect(X(Number(index)) + 1.5 + k * w, rows["1x"] + 0.5, w - 2, rowH["1x"] - 1);
-        }
+        slot(X(Number(index)) + 1 + k * w, row["1x"], w - 1, color, short, !!c.mask);
       });
     }
-    for (const i of L.clean_2x.indices) box(ctx, X(i) + 1, rows["2x"], cell - 2, rowH["2x"], COLORS.group2x);
-    for (const i of L.clean_4x.indices) box(ctx, X(i) + 1, rows["4x"], cell - 2, rowH["4x"], COLORS.group4x);
-    if (!L.clean_2x.present) { ctx.fillStyle = COLORS.dim; ctx.fillText("off", x0 + 2, rows["2x"] + 8); }
-    if (!L.clean_4x.present) { ctx.fillStyle = COLORS.dim; ctx.fillText("off", x0 + 2, rows["4x"] + 8); }
-
-    // time axis with index ticks
-    const axisY = y0 + 96;
-    ctx.strokeStyle = COLORS.axis;
-    ctx.beginPath();
-    ctx.moveTo(X(0), axisY);
-    ctx.lineTo(X(maxIndex), axisY);
-    ctx.stroke();
-    const every = cell >= 14 ? 1 : cell >= 6 ? 5 : 10;
-    ctx.fillStyle = COLORS.axis;
-    ctx.textAlign = "center";
-    for (let i = 0; i < maxIndex; i++) {
-      if (i % every && i !== L.target_index) continue;
-      ctx.fillRect(X(i) + cell / 2, axisY, 1, 3);
-      ctx.fillText(String(i), X(i) + cell / 2, axisY + 12);
+    for (const [key, name, color] of [["clean_2x", "2x", COLORS.group2x], ["clean_4x", "4x", COLORS.group4x]]) {
+      for (const i of L[key].indices) slot(X(i) + 1, row[name], cell - 2, color);
+      if (!L[key].present) text("off", x0 + 2, row[name].y + row[name].h / 2, COLORS.dim);
     }
-    ctx.textAlign = "left";
-    ctx.fillStyle = COLORS.dim;
-    ctx.fillText("T noisy target  S start  C# control  P zero post  white edge: mask applies  shaded: window",
-      pad, axisY + 26, width - 2 * pad);
+    // time axis with index ticks
+    const axisY = y + 2;
+    rects.push({ x: X(0), y: axisY, w: X(maxIndex) - X(0), h: 1, color: COLORS.axis });
+    for (const t of tickLabels(L, maxIndex, X, cell, x0, width - PAD)) {
+      rects.push({ x: X(t.i) + cell / 2, y: axisY, w: 1, h: 4, color: COLORS.axis });
+      text(String(t.i), t.cx, axisY + 5 + LINE / 2, COLORS.axis, "center");
+    }
+    y = axisY + 5 + LINE + 4;
+    for (const line of wrap(LEGEND, inner)) { text(line, PAD, y + LINE / 2, COLORS.dim); y += LINE; }
   }
+  y += 4;
+  for (const m of messages(state)) {
+    for (const line of wrap(m.text, inner)) { text(line, PAD, y + LINE / 2, m.color); y += LINE; }
+  }
+  return { rects, texts, height: y + 6 };
+}
+
+function drawLayout(ctx, node, width, y0, state) {
+  const plan = planDrawing(state, width);
+  state.labelBoxes = plan.texts.map(({ text, x, y, w, h }) => ({ text, x, y, w, h }));
+  state.labelBoxesKey = state.drawnKey ?? null;
+  state.labelWidth = width;
+  ctx.save();
+  ctx.fillStyle = COLORS.background;
+  ctx.beginPath();
+  ctx.roundRect ? ctx.roundRect(PAD / 2, y0, width - PAD, plan.height, 6) : ctx.rect(PAD / 2, y0, width - PAD, plan.height);
+  ctx.fill();
+  for (const r of plan.rects) {
+    ctx.fillStyle = r.color;
+    ctx.fillRect(r.x, y0 + r.y, r.w, r.h);
+    if (r.mask) {
+      ctx.strokeStyle = "#ffffff";
+      ctx.strokeRect(r.x + 0.5, y0 + r.y + 0.5, r.w - 1, r.h - 1);
+    }
+  }
+  ctx.font = FONT;
   ctx.textAlign = "left";
-  msgLines.forEach((m, k) => {
-    ctx.fillStyle = m.color;
-    ctx.fillText(m.t, pad, y0 + PLOT_HEIGHT + 4 + k * LINE);
-  });
+  ctx.textBaseline = "middle";
+  for (const t of plan.texts) {
+    ctx.fillStyle = t.color;
+    ctx.fillText(t.text, t.x, y0 + t.y + t.h / 2);
+  }
   ctx.restore();
-  return height;
+  return plan.height;
 }
 
 // ---- the node hook ----------------------------------------------------------------------------
 
-function previewHeight(node) {
-  const state = node.framepackLayout;
-  const n = (state.layout?.warnings?.length ?? 0) + (state.error ? 2 : 0) + (state.note ? 2 : 0) +
-    (state.error ? 0 : (state.runWarnings?.length ?? 0));
-  return PLOT_HEIGHT + n * LINE * 1.6;
+function previewHeight(node, width) {
+  return planDrawing(node.framepackLayout, width ?? node.size[0]).height;
 }
 
 function setUp(node) {
@@ -255,7 +284,7 @@ function setUp(node) {
     value: null,
     options: { serialize: false },
     serialize: false,
-    computeSize: (width) => [width, previewHeight(node)],
+    computeSize: (width) => [width, previewHeight(node, width)],
     draw(ctx, n, width, y) {
       // a change that fired no callback (e.g. a graph loaded from a file) still refreshes
       const key = JSON.stringify(previewRequest(n));

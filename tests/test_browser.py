@@ -121,6 +121,10 @@ def test_templates_and_thumbnails_are_served(comfy_server):
         with urllib.request.urlopen(f"{comfy_server.url}/api/workflow_templates/{PACK}/{name}.jpg") as r:
             assert r.status == 200 and r.headers.get_content_type() == "image/jpeg"
             assert r.read() == (REPO / "example_workflows" / f"{name}.jpg").read_bytes()
+    from PIL import Image
+
+    # the thumbnails are cards (title, what it does and needs, the layout drawing), not UI screenshots
+    assert {Image.open(REPO / "example_workflows" / f"{n}.jpg").size for n in EXAMPLES} == {(640, 640)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,6 +234,88 @@ def test_python_converter_matches_the_frontend(browser_results, served):
         theirs = {k: {"class_type": v["class_type"], "inputs": v["inputs"]}
                   for k, v in browser_results["workflows"][name]["api"].items()}
         assert ours == theirs, name
+
+
+def _overlapping(rects: list[tuple[str, list[float]]]) -> list[tuple[str, str]]:
+    """Pairs of named rectangles [x, y, w, h] whose insides intersect (touching edges do not count)."""
+    return [(na, nb) for k, (na, a) in enumerate(rects) for nb, b in rects[k + 1:]
+            if a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]]
+
+
+@pytest.mark.browser
+@needs_browser
+def test_templates_open_readable(browser_results):
+    """Opened as the template browser opens it, on a 1600x1000 window, each example shows the whole
+    graph at a zoom where the frontend still draws text, with no node over another and the Note's
+    text in its box."""
+    for name in EXAMPLES:
+        o = browser_results["workflows"][name]["open"]
+        # both frontends hide node text below scale MinFontSizeForLOD / (NODE_TEXT_SIZE 14 * sqrt(dpr))
+        # (LGraphCanvas.updateLowQualityThreshold); the check runs at the default setting, 8
+        assert o["minFontSizeForLOD"] == 8, o
+        assert o["threshold"] == pytest.approx(8 / (14 * o["dpr"] ** 0.5)), o
+        assert o["scale"] >= o["threshold"] and not o["lowQuality"], f"{name} opens at zoom {o['scale']:.3f}: {o}"
+        # the whole graph inside the canvas
+        (ox, oy), s = o["offset"], o["scale"]
+        cw, ch = o["canvas"][2], o["canvas"][3]
+        for n in o["rects"]:
+            x, y, w, h = n["rect"]
+            assert 0 <= (x + ox) * s and (x + w + ox) * s <= cw and 0 <= (y + oy) * s and (y + h + oy) * s <= ch, \
+                f"{name}: {n['type']} {n['rect']} is off screen at {o['offset']}, {s}"
+        assert _overlapping([(f"{n['type']}#{n['id']}", n["rect"]) for n in o["rects"]]) == [], name
+        assert o["notes"], name
+        for note in o["notes"]:
+            assert 0 < note["clientHeight"] and note["scrollHeight"] <= note["clientHeight"], f"{name}: Note text cut: {note}"
+
+
+@pytest.mark.browser
+@needs_browser
+def test_layout_labels_never_overlap(browser_results):
+    """The drawing's text (header, row names, box labels, axis ticks, legend, warnings, errors) never
+    runs together, for targets up to 255 with clean latents at 0 and 10, and stays inside the node."""
+    swept = set()
+    for name in EXAMPLES:
+        for lay in browser_results["workflows"][name]["layouts"]:
+            for drawn in lay["labels"] + [lay["error"]]:
+                boxes = drawn["labelBoxes"]
+                assert boxes, drawn
+                for b in boxes:
+                    assert 0 <= b["x"] and b["x"] + b["w"] <= drawn["width"], f"{name}: {b} outside the node"
+                pairs = _overlapping([(b["text"], [b["x"], b["y"], b["w"], b["h"]]) for b in boxes])
+                assert pairs == [], f"{name} at {drawn['value']['target_index']}: {pairs}"
+                if not drawn["error"]:  # the target's index is always named on the axis
+                    assert str(drawn["value"]["target_index"]) in [b["text"] for b in boxes], (name, drawn["value"])
+            swept |= {d["value"]["target_index"] for d in lay["labels"]}
+            assert "target_index" in lay["error"]["error"], lay["error"]
+    assert {0, 9, 10, 11, 100, 250, 255} <= swept, swept
+
+
+@pytest.mark.browser
+@needs_browser
+def test_a_growing_layout_node_covers_no_neighbour(browser_results):
+    """After the target sweep (target 255 adds a warning line) and an out-of-range target (a red error),
+    the layout node has grown with its messages, into free space: it covers no other node."""
+    for name in EXAMPLES:
+        r = browser_results["workflows"][name]
+        lay = r["layouts"][0]
+        before = {n["id"]: n["rect"] for n in r["open"]["rects"]}[lay["id"]]
+        after = {n["id"]: n["rect"] for n in lay["errorRects"]}[lay["id"]]
+        assert after[3] > before[3], f"{name}: the messages did not grow the node ({before} -> {after})"
+        assert _overlapping([(f"{n['type']}#{n['id']}", n["rect"]) for n in lay["errorRects"]]) == [], name
+
+
+@pytest.mark.browser
+@needs_browser
+def test_template_browser_shows_the_cards(browser_results):
+    """The template browser, opened on the pack, shows each example's card (its thumbnail) at a size
+    where its title and drawing can be read."""
+    tb = browser_results["templateBrowser"]
+    assert "error" not in tb and tb["closed"], tb
+    assert set(tb["names"]) == set(EXAMPLES), tb
+    # only this pack's category is open: its cards are the 640x640 thumbnails, shown large enough
+    assert len(tb["images"]) == len(EXAMPLES), tb
+    for card in tb["images"]:
+        assert card["naturalWidth"] == 640 and card["shownWidth"] >= 150, card
 
 
 def _run_example(browser_results, served, comfy_base_dir, name):

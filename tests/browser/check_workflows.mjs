@@ -1,24 +1,31 @@
 // The browser side of tests/test_browser.py, against a real ComfyUI server with the pack:
 //   node check_workflows.mjs <comfy url> <out dir> [widget=value]
 // For every example workflow the server lists in /api/workflow_templates for the pack:
-//   1. load it into the graph the way the template browser does (fetch + app.loadGraphData),
-//      list node types the frontend does not know (must be none) and keep the text of the
-//      missing-models dialog;
+//   0. (once) open the template browser on the pack's templates and screenshot it;
+//   1. load it into the graph the way the template browser does (fetch + app.loadGraphData with
+//      openSource "template"), keep the view it opens at (zoom, the frontend's text-hiding zoom,
+//      node rectangles, whether the Note's text fits) and a screenshot, list node types the
+//      frontend does not know (must be none) and keep the text of the missing-models dialog;
 //   2. convert it to an API prompt with the frontend's own app.graphToPrompt();
 //   3. on each FramePackOneFrameLayout node: wait for the layout drawing, screenshot the node,
 //      change one widget (default target_index -> resolved target + 3), wait until the drawn
 //      state holds the new value, screenshot again;
+//      then the label boxes of the drawing for a sweep of target indices up to 255, and the node
+//      rectangles after an out-of-range target (the node grows with its red error);
 //   4. screenshot the whole workflow.
 // Writes <out dir>/results.json (and the PNGs) for pytest to judge.
 import fs from "node:fs";
 import path from "node:path";
-import { fitAll, focusGraph, nodeClip, openComfy } from "./comfy_page.mjs";
+import { closeDialog, fitAll, focusGraph, nodeClip, openComfy, openTemplateBrowser } from "./comfy_page.mjs";
 
 const [url, outDir, change = "target_index"] = process.argv.slice(2);
 const PACK = process.env.FRAMEPACK_PACK_NAME || "framepack_oneframe";
 fs.mkdirSync(outDir, { recursive: true });
 const started = Date.now();
-const { page, pageErrors, close } = await openComfy(url);
+// the frontend's default text-hiding zoom (MinFontSizeForLOD), which the open view must clear
+const { page, pageErrors, close } = await openComfy(url, { settings: { "LiteGraph.Canvas.MinFontSizeForLOD": null } });
+const SWEEP = process.env.FRAMEPACK_SWEEP_TEMPLATE || "framepack_kisekaeichi";
+const SWEEP_TARGETS = [0, 1, 2, 9, 10, 11, 50, 99, 100, 101, 127, 200, 249, 250, 251, 254, 255];
 const results = { pack: PACK, templates: null, workflows: {}, pageErrors };
 
 // Top of the drawing in a node screenshot (CSS px at zoom 1): title bar + the preview widget's y.
@@ -27,6 +34,57 @@ async function drawingTop(nodeId) {
     const w = window.app.graph.getNodeById(id).widgets.find((w) => w.name === "framepack_layout_preview");
     return window.LiteGraph.NODE_TITLE_HEIGHT + (w.y ?? w.last_y);
   }, nodeId);
+}
+
+const frames = () => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+
+// Every node's rectangle in graph units, title bar included.
+async function nodeRects() {
+  return page.evaluate(() => window.app.graph.nodes.map((n) => ({ id: n.id, type: n.type,
+    rect: [n.pos[0], n.pos[1] - window.LiteGraph.NODE_TITLE_HEIGHT, n.size[0], n.size[1] + window.LiteGraph.NODE_TITLE_HEIGHT] })));
+}
+
+// Set a layout widget as a user would (value + callback), wait until it is resolved AND drawn
+// (the label boxes belong to the drawn request); the node must be on screen to be drawn.
+async function setAndDraw(nodeId, name, value) {
+  await page.evaluate(([id, name, v]) => {
+    const w = window.app.graph.getNodeById(id).widgets.find((w) => w.name === name);
+    w.value = v;
+    w.callback?.(v);
+  }, [nodeId, name, value]);
+  await waitLayout(nodeId, `(s) => s.request && s.request.widgets[${JSON.stringify(name)}] === ${JSON.stringify(value)}`);
+  await page.evaluate(() => window.app.canvas.setDirty(true, true));
+  await page.waitForFunction((id) => {
+    const s = window.app.graph.getNodeById(id).framepackLayout;
+    window.app.canvas.setDirty(true, true);
+    return s.labelBoxesKey === s.drawnKey;
+  }, nodeId, { timeout: 10000 });
+  return page.evaluate((id) => {
+    const n = window.app.graph.getNodeById(id);
+    const s = n.framepackLayout;
+    return { value: s.request.widgets, error: s.error, warnings: s.layout?.warnings ?? [], labelBoxes: s.labelBoxes,
+      width: s.labelWidth };
+  }, nodeId);
+}
+
+async function templateBrowser() {
+  await openTemplateBrowser(page, PACK);
+  // the cards' pictures are blob: URLs (the browser fetches them): find the cards by their name
+  const names = results.templates[PACK] ?? [];
+  const cards = () => page.evaluate((names) => {
+    const dialog = document.querySelector(".p-dialog");
+    const imgs = [...(dialog?.querySelectorAll("img") ?? [])].filter((i) => i.naturalWidth > 0);
+    const texts = new Set([...(dialog?.querySelectorAll("*") ?? [])].map((e) => e.childElementCount ? "" : e.innerText?.trim()));
+    return { names: names.filter((n) => texts.has(n)),
+      images: imgs.map((i) => ({ naturalWidth: i.naturalWidth, shownWidth: i.getBoundingClientRect().width })) };
+  }, names);
+  for (let i = 0; i < 50 && (await cards()).images.length < names.length; i++) await page.waitForTimeout(200);
+  await page.waitForTimeout(500);
+  const shot = path.join(outDir, "template-browser.png");
+  await page.screenshot({ path: shot });
+  const shown = await cards();
+  // close it before anything else clicks on the page
+  return { shot, ...shown, closed: await closeDialog(page, "Templates") };
 }
 
 async function waitLayout(nodeId, predicate, timeout = 15000) {
@@ -51,7 +109,7 @@ try {
     const loaded = await page.evaluate(async ([pack, name]) => {
       const res = await fetch(`/api/workflow_templates/${pack}/${name}.json`);
       const wf = await res.json();
-      await window.app.loadGraphData(wf, true, true, name);
+      await window.app.loadGraphData(wf, true, true, name, { openSource: "template" });
       const types = [...new Set(wf.nodes.map((n) => n.type))];
       return {
         status: res.status,
@@ -62,6 +120,30 @@ try {
       };
     }, [PACK, name]);
     Object.assign(r, loaded);
+    // the view the template opens at (1.45 fits the view to the graph a frame later: wait); the
+    // mouse off the graph, so no tooltip from the last click covers the picture
+    await page.mouse.move(1, 999);
+    await frames();
+    await page.waitForTimeout(500);
+    await frames();
+    r.open = await page.evaluate(() => {
+      const { app } = window;
+      const c = app.canvas;
+      const rect = c.canvas.getBoundingClientRect();
+      return {
+        scale: c.ds.scale, offset: [...c.ds.offset], lowQuality: c.low_quality,
+        threshold: c._lowQualityZoomThreshold, dpr: window.devicePixelRatio,
+        minFontSizeForLOD: app.extensionManager.setting.get("LiteGraph.Canvas.MinFontSizeForLOD"),
+        canvas: [rect.left, rect.top, rect.width, rect.height],
+        notes: app.graph.nodes.filter((n) => n.type === "Note").map((n) => {
+          const el = n.widgets[0].element ?? n.widgets[0].inputEl;
+          return { id: n.id, scrollHeight: el.scrollHeight, clientHeight: el.clientHeight };
+        }),
+      };
+    });
+    r.open.rects = await nodeRects();
+    r.screenshots.open = path.join(outDir, `${name}-open.png`);
+    await page.screenshot({ path: r.screenshots.open });
     // the loaders' download links (properties.models): the frontend lists the files it lacks.
     // Frontend 1.3x (ComfyUI 0.3.75) opens a "Missing Models" dialog; 1.45 (ComfyUI 0.28) shows an
     // error toast whose "Show missing models" button opens the properties panel's error group.
@@ -134,8 +216,19 @@ try {
       const clickedValue = await page.evaluate(([id, change]) =>
         window.app.graph.getNodeById(id).widgets.find((w) => w.name === change).value, [id, change]);
       const clicked = await waitLayout(id, `(s) => s.request && s.request.widgets[${JSON.stringify(change)}] === ${clickedValue}`);
+      // label boxes: the shipped values, a sweep of targets, then an out-of-range target (red error)
+      await focusGraph(page, node.pos[0], node.pos[1] - 40, 1);
+      const labels = [];
+      for (const t of name === SWEEP ? SWEEP_TARGETS : [255]) labels.push(await setAndDraw(id, "target_index", t));
+      const farShot = path.join(outDir, `${name}-layout-${id}-target255.png`); // the most crowded axis
+      await page.screenshot({ path: farShot, clip: await nodeClip(page, id) });
+      const error = await setAndDraw(id, "target_index", 300);
+      const errorShot = path.join(outDir, `${name}-layout-${id}-error.png`);
+      await page.screenshot({ path: errorShot, clip: await nodeClip(page, id) });
+      const errorRects = await nodeRects();
+      await setAndDraw(id, "target_index", node.widgets.target_index);
       r.layouts.push({ id, widgets: node.widgets, change, newValue, before, after, shotBefore, shotAfter, drawTop,
-        clickedValue, clicked });
+        clickedValue, clicked, labels, error, errorShot, errorRects, farShot });
     }
     await fitAll(page);
     await page.waitForTimeout(300);
@@ -187,6 +280,13 @@ try {
     results.vue.shot = path.join(outDir, `vue-nodes-${name}-layout.png`);
     if (box) await page.screenshot({ path: results.vue.shot, clip: box });
     await page.evaluate(() => window.app.extensionManager.setting.set("Comfy.VueNodes.Enabled", false));
+  }
+  // last, so that its dialog can never catch the clicks above
+  try {
+    results.templateBrowser = await templateBrowser();
+  } catch (e) {
+    results.templateBrowser = { error: String(e?.stack || e) };
+    await page.screenshot({ path: path.join(outDir, "template-browser-failed.png") });
   }
 } catch (e) {
   results.fatal = String(e?.stack || e);

@@ -7,7 +7,8 @@ import path from "node:path";
 
 export const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
-export async function openComfy(url, { width = 1600, height = 1000 } = {}) {
+// settings: overrides of the defaults below (a null value leaves the frontend's own default).
+export async function openComfy(url, { width = 1600, height = 1000, settings: overrides = {} } = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "fp1f-chromium-")); // fresh --user-data-dir
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -23,7 +24,8 @@ export async function openComfy(url, { width = 1600, height = 1000 } = {}) {
   // quiet, readable pictures: no minimap, text drawn at every zoom, no first-run dialogs or banner
   const settings = { "Comfy.Minimap.Visible": false, "LiteGraph.Canvas.MinFontSizeForLOD": 1,
     "Comfy.TutorialCompleted": true };
-  for (const [id, value] of Object.entries(settings)) {
+  for (const [id, value] of Object.entries({ ...settings, ...overrides })) {
+    if (value === null) continue;
     await page.request.post(`${url}/api/settings/${encodeURIComponent(id)}`, { data: value });
   }
   await page.addInitScript(() => localStorage.setItem("vueNodesBannerDismissed", "true"));
@@ -89,4 +91,25 @@ export async function fitAll(page, margin = 30, left = 80, top = 100) {
   });
   const scale = Math.min((box.w - left - 2 * margin) / (box.x1 - box.x0), (box.h - top - 2 * margin) / (box.y1 - box.y0), 1.2);
   await focusGraph(page, box.x0, box.y0, scale, left + margin, top + margin);
+}
+
+// Open the template browser (Workflow > Browse Templates) on a custom node pack's category.
+export async function openTemplateBrowser(page, pack) {
+  await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+  const nav = page.getByText(pack, { exact: true }).first();
+  await nav.waitFor({ timeout: 15000 });
+  await nav.click();
+}
+
+// Close the open dialog (Escape, else its close button: frontend 1.3x ignores Escape there);
+// true when none is left.
+export async function closeDialog(page, text) {
+  await page.keyboard.press("Escape");
+  const open = () => page.evaluate((text) => [...document.querySelectorAll(".p-dialog")].some((d) => d.innerText.includes(text)), text);
+  for (let i = 0; i < 20 && await open(); i++) {
+    await page.locator(".p-dialog button:has(i.pi-times), .p-dialog button:has([class*='lucide--x'])").first()
+      .click({ timeout: 2000 }).catch(() => {});
+    await page.waitForTimeout(200);
+  }
+  return !(await open());
 }
