@@ -71,13 +71,14 @@ async function templateBrowser() {
   await openTemplateBrowser(page, PACK);
   // the cards' pictures are blob: URLs (the browser fetches them): find the cards by their name
   const names = results.templates[PACK] ?? [];
-  const cards = () => page.evaluate((names) => {
-    const dialog = document.querySelector(".p-dialog");
+  const cards = () => page.evaluate(([names, pack]) => {
+    // the template browser's dialog (another dialog or banner may be in the page too)
+    const dialog = [...document.querySelectorAll(".p-dialog")].find((d) => d.innerText.includes(pack));
     const imgs = [...(dialog?.querySelectorAll("img") ?? [])].filter((i) => i.naturalWidth > 0);
     const texts = new Set([...(dialog?.querySelectorAll("*") ?? [])].map((e) => e.childElementCount ? "" : e.innerText?.trim()));
     return { names: names.filter((n) => texts.has(n)),
       images: imgs.map((i) => ({ naturalWidth: i.naturalWidth, shownWidth: i.getBoundingClientRect().width })) };
-  }, names);
+  }, [names, PACK]);
   for (let i = 0; i < 50 && (await cards()).images.length < names.length; i++) await page.waitForTimeout(200);
   await page.waitForTimeout(500);
   const shot = path.join(outDir, "template-browser.png");
@@ -248,8 +249,15 @@ try {
       if (unplugged) lay.unplugged = await waitLayout(lay.id, "(s) => s.request && s.request.num_controls === 1");
     }
   }
+  // after the workflows, so that its dialog can never catch their clicks
+  try {
+    results.templateBrowser = await templateBrowser();
+  } catch (e) {
+    results.templateBrowser = { error: String(e?.stack || e) };
+    await page.screenshot({ path: path.join(outDir, "template-browser-failed.png") });
+  }
   // The Vue node renderer of current frontends (off by default in 1.45; users can switch it on): the
-  // drawing must follow the widgets there too. Frontends without it (1.3x) report unsupported.
+  // drawing must follow the widgets there too (1.3x has an early one behind the same setting).
   results.vue = await page.evaluate(async () => {
     const setting = window.app.extensionManager?.setting;
     const known = setting?.get?.("Comfy.VueNodes.Enabled") !== undefined;
@@ -280,13 +288,6 @@ try {
     results.vue.shot = path.join(outDir, `vue-nodes-${name}-layout.png`);
     if (box) await page.screenshot({ path: results.vue.shot, clip: box });
     await page.evaluate(() => window.app.extensionManager.setting.set("Comfy.VueNodes.Enabled", false));
-  }
-  // last, so that its dialog can never catch the clicks above
-  try {
-    results.templateBrowser = await templateBrowser();
-  } catch (e) {
-    results.templateBrowser = { error: String(e?.stack || e) };
-    await page.screenshot({ path: path.join(outDir, "template-browser-failed.png") });
   }
 } catch (e) {
   results.fatal = String(e?.stack || e);
