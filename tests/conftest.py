@@ -109,6 +109,9 @@ class GraphError(AssertionError):
         self.details = details
 
 
+_CAPTURE_PREFIX = "__fp_test_outputs_"  # node ids of the FPTestOutputs nodes run_graph adds
+
+
 class GraphRunner:
     """Runs API-format prompts through ComfyUI's real validation and PromptExecutor."""
 
@@ -135,14 +138,12 @@ class GraphRunner:
         Raises GraphError with ComfyUI's message when validation or execution fails.
         """
         prompt = dict(prompt)
-        keys = {}
-        for node_id in outputs_of or []:
-            n_out = len(self._nodes.NODE_CLASS_MAPPINGS[prompt[node_id]["class_type"]].RETURN_TYPES)
+        n_outputs = {node_id: len(self._nodes.NODE_CLASS_MAPPINGS[prompt[node_id]["class_type"]].RETURN_TYPES)
+                     for node_id in outputs_of or []}
+        for node_id, n_out in n_outputs.items():
             for i in range(n_out):
-                key = f"{node_id}:{i}"
-                capture_id = f"__fp_test_outputs_{node_id}_{i}"
-                prompt[capture_id] = {"class_type": "FPTestOutputs", "inputs": {"key": key, "value": [node_id, i]}}
-                keys[key] = (node_id, i)
+                prompt[f"{_CAPTURE_PREFIX}{node_id}_{i}"] = {
+                    "class_type": "FPTestOutputs", "inputs": {"key": f"{node_id}:{i}", "value": [node_id, i]}}
         (valid, error, good_outputs, node_errors), prompt_id = self.validate(prompt)
         if not valid:
             raise GraphError("prompt failed validation", {"error": error, "node_errors": node_errors})
@@ -153,14 +154,13 @@ class GraphRunner:
             errors = [m for m in self.executor.status_messages if m[0] == "execution_error"]
             raise GraphError("prompt failed to execute", errors)
         result = {}
-        for node_id in outputs_of or []:
-            n_out = sum(1 for nid, _ in keys.values() if nid == node_id)
+        for node_id, n_out in n_outputs.items():
             missing = [i for i in range(n_out) if f"{node_id}:{i}" not in captured]
             if missing:
                 raise KeyError(f"node {node_id} produced no output {missing}")
             result[node_id] = tuple(captured[f"{node_id}:{i}"] for i in range(n_out))
         self.ui_outputs = {k: v for k, v in self.executor.history_result.get("outputs", {}).items()
-                           if not k.startswith("__fp_test_outputs_")}
+                           if not k.startswith(_CAPTURE_PREFIX)}
         return result
 
 
