@@ -74,17 +74,21 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
+def _test_conditioning(text: str, seed: int) -> dict:
+    """FPTestConditioning's inputs standing in for CLIPTextEncode(text): as many tokens as words, and
+    seeded by the text, not the node id, so one prompt text gives one conditioning in every workflow."""
+    return {"seed": seed + zlib.crc32(text.encode()) % 2**20, "tokens": max(1, min(256, len(text.split()) or 1)),
+            "padding": 0, "dim": 4096, "pooled_dim": 768}
+
+
 def swap_text_encoder(prompt: dict, seed: int = 0) -> dict:
     """Replace DualCLIPLoader + CLIPTextEncode by FPTestConditioning (for random-weight runs only)."""
     prompt = copy.deepcopy(prompt)
     loaders = {nid for nid, n in prompt.items() if n["class_type"] == "DualCLIPLoader"}
     for nid, node in prompt.items():
         if node["class_type"] == "CLIPTextEncode":
-            text = str(node["inputs"].get("text", ""))
-            tokens = max(1, min(256, len(text.split()) or 1))
             node["class_type"] = "FPTestConditioning"
-            # seeded by the text, not the node id: one prompt text gives one conditioning in every workflow
-            node["inputs"] = {"seed": seed + zlib.crc32(text.encode()) % 2**20, "tokens": tokens, "padding": 0, "dim": 4096, "pooled_dim": 768}
+            node["inputs"] = _test_conditioning(str(node["inputs"].get("text", "")), seed)
     for nid in loaders:
         users = [n for n in prompt.values() for v in n["inputs"].values() if isinstance(v, list) and v[:1] == [nid]]
         if users:
@@ -113,12 +117,11 @@ def swap_text_encoder_ui(workflow: dict, seed: int = 0) -> dict:
         if any(i.get("link") is not None and i["link"] not in dropped for i in node.get("inputs", [])
                if i["name"] != "clip"):
             raise ValueError(f"node {node['id']}: a CLIPTextEncode with a linked text cannot be swapped")
-        text = str((node.get("widgets_values") or [""])[0])
-        tokens = max(1, min(256, len(text.split()) or 1))
+        v = _test_conditioning(str((node.get("widgets_values") or [""])[0]), seed)
         node["type"] = "FPTestConditioning"
         node["title"] = f"{node.get('title') or 'Prompt'} (demo: random conditioning, no text encoder)"
         # seed, its "control after generate" (the front end adds one to any seed), tokens, padding, dims
-        node["widgets_values"] = [seed + int(node["id"]), "fixed", tokens, 0, 4096, 768]
+        node["widgets_values"] = [v["seed"], "fixed", v["tokens"], v["padding"], v["dim"], v["pooled_dim"]]
         node.pop("inputs", None)  # the test node has widgets only; the front end makes its own slots
         node.setdefault("properties", {})["Node name for S&R"] = "FPTestConditioning"
     users = [link for link in workflow.get("links", []) if link[0] in dropped]
