@@ -44,14 +44,19 @@ async function nodeRects() {
     rect: [n.pos[0], n.pos[1] - window.LiteGraph.NODE_TITLE_HEIGHT, n.size[0], n.size[1] + window.LiteGraph.NODE_TITLE_HEIGHT] })));
 }
 
-// Set a layout widget as a user would (value + callback), wait until it is resolved AND drawn
-// (the label boxes belong to the drawn request); the node must be on screen to be drawn.
-async function setAndDraw(nodeId, name, value) {
+// Set a node's widget as a user's edit does: the value, then the widget's callback.
+async function setWidget(nodeId, name, value) {
   await page.evaluate(([id, name, v]) => {
     const w = window.app.graph.getNodeById(id).widgets.find((w) => w.name === name);
     w.value = v;
     w.callback?.(v);
   }, [nodeId, name, value]);
+}
+
+// Set a layout widget, wait until it is resolved AND drawn (the label boxes belong to the drawn
+// request); the node must be on screen to be drawn.
+async function setAndDraw(nodeId, name, value) {
+  await setWidget(nodeId, name, value);
   await waitLayout(nodeId, `(s) => s.request && s.request.widgets[${JSON.stringify(name)}] === ${JSON.stringify(value)}`);
   await page.evaluate(() => window.app.canvas.setDirty(true, true));
   await page.waitForFunction((id) => {
@@ -157,9 +162,7 @@ try {
     });
     r.missingModelsDialog = missingUi?.text ?? null;
     if (missingUi?.kind === "dialog") {
-      await page.keyboard.press("Escape");
-      await page.waitForFunction(() => ![...document.querySelectorAll(".p-dialog")]
-        .some((d) => d.innerText.includes("Missing Models")), null, { timeout: 10000 });
+      if (!(await closeDialog(page, "Missing Models"))) throw new Error("the Missing Models dialog did not close");
     } else if (missingUi?.kind === "panel") {
       await page.getByRole("button", { name: /Show missing models/i }).first().click();
       const group = page.locator('[data-testid="error-group-missing-model"]:visible').first();
@@ -184,22 +187,14 @@ try {
 
       const current = before.layout ? before.layout[change] : 0;
       const newValue = (current ?? 0) + 3;
-      await page.evaluate(([id, change, v]) => {
-        const w = window.app.graph.getNodeById(id).widgets.find((w) => w.name === change);
-        w.value = v;
-        w.callback?.(v);
-      }, [id, change, newValue]);
+      await setWidget(id, change, newValue);
       const after = await waitLayout(id, `(s) => s.request && s.request.widgets[${JSON.stringify(change)}] === ${newValue}`);
       await focusGraph(page, node.pos[0], node.pos[1] - 40, 1);
       await page.waitForTimeout(300);
       const shotAfter = path.join(outDir, `${name}-layout-${id}-after.png`);
       await page.screenshot({ path: shotAfter, clip: await nodeClip(page, id) });
       // put the widget back so the workflow picture shows the shipped values
-      await page.evaluate(([id, change, v]) => {
-        const w = window.app.graph.getNodeById(id).widgets.find((w) => w.name === change);
-        w.value = v;
-        w.callback?.(v);
-      }, [id, change, node.widgets[change]]);
+      await setWidget(id, change, node.widgets[change]);
       await waitLayout(id, `(s) => s.request && s.request.widgets[${JSON.stringify(change)}] === ${JSON.stringify(node.widgets[change])}`);
       const drawTop = await drawingTop(id);
 
@@ -277,11 +272,7 @@ try {
     results.vue.vueNodes = await page.evaluate(() => document.querySelectorAll("[data-node-id]").length);
     results.vue.before = await drawn("(s) => !!s.layout");
     const newValue = (results.vue.before.layout.target_index ?? 0) + 3;
-    await page.evaluate(([id, v]) => {
-      const w = window.app.graph.getNodeById(id).widgets.find((w) => w.name === "target_index");
-      w.value = v;
-      w.callback?.(v);
-    }, [id, newValue]);
+    await setWidget(id, "target_index", newValue);
     results.vue.newValue = newValue;
     results.vue.after = await drawn(`(s) => s.layout && s.layout.target_index === ${newValue}`);
     const box = await page.locator(`[data-node-id="${id}"]`).first().boundingBox();
