@@ -671,12 +671,12 @@ def section_step_cache(R, state, layouts, iters):
         dm_cls._forward = counted
         try:
             run_sampler(patcher, name, steps=2)  # warm-up: loads the model
-            variants = [("none", None, patcher)]
+            variants = [("none", patcher)]
             for thr in (0.1, 0.2, 0.3):
-                variants.append((f"EasyCache {thr}", thr, EasyCacheNode.execute(patcher, thr, 0.15, 0.95, False)[0]))
-            variants.append(("LazyCache 0.2", 0.2, LazyCacheNode.execute(patcher, 0.2, 0.15, 0.95, False)[0]))
+                variants.append((f"EasyCache {thr}", EasyCacheNode.execute(patcher, thr, 0.15, 0.95, False)[0]))
+            variants.append(("LazyCache 0.2", LazyCacheNode.execute(patcher, 0.2, 0.15, 0.95, False)[0]))
             base = None
-            for label, thr, model in variants:
+            for label, model in variants:
                 calls.clear()
                 sec, lat = run_sampler(model, name)
                 row = dict(weights=weights, cache=label, model_calls=len(calls), seconds=sec)

@@ -243,9 +243,11 @@ function planDrawing(state, width) {
 
 function drawLayout(ctx, node, width, y0, state) {
   const plan = planDrawing(state, width);
+  // what the picture shows, for the browser test: its text boxes, for which request, of which state
   state.labelBoxes = plan.texts.map(({ text, x, y, w, h }) => ({ text, x, y, w, h }));
   state.labelBoxesKey = state.drawnKey ?? null;
   state.labelWidth = width;
+  state.drawnVersion = state.version;
   ctx.save();
   ctx.fillStyle = COLORS.background;
   ctx.beginPath();
@@ -290,7 +292,6 @@ function setUp(node) {
       const key = JSON.stringify(previewRequest(n));
       if (key !== n.framepackLayout.requestKey) scheduleRefresh(n, 30);
       drawLayout(ctx, n, width, y, n.framepackLayout);
-      n.framepackLayout.drawnVersion = n.framepackLayout.version; // what the picture shows (for tests)
     },
   });
   for (const w of node.widgets ?? []) {

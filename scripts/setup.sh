@@ -23,11 +23,14 @@ pip_install() {
     | { grep -v -E "^WARNING: Location '.*' is ignored" || true; }
 }
 
+# A venv's site-packages folder.
+site_dir() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+
 # torchvision's compiled ops are built against CUDA torch; a .pth hook lets its pure-Python
 # parts import on CPU torch (ComfyUI imports torchvision through comfy.ldm.cosmos).
 install_torchvision_shim() {
   local site
-  site=$("$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  site=$(site_dir "$1")
   cp "$ROOT/scripts/torchvision_cpu_shim.py" "$site/_framepack_torchvision_cpu_shim.py"
   echo "import _framepack_torchvision_cpu_shim" > "$site/_framepack_torchvision_cpu_shim.pth"
 }
@@ -68,7 +71,7 @@ if [ -f "$COMFY028_SRC/main.py" ]; then
   # pure-Python part imports on CPU torch 2.13 once its compiled libraries cannot be found (its loader
   # then skips the extension), so they are moved out of the package.
   pip_install .venv028/bin/python --no-deps torchaudio==2.11.1
-  TA_LIB=$(.venv028/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torchaudio/lib
+  TA_LIB=$(site_dir .venv028/bin/python)/torchaudio/lib
   if compgen -G "$TA_LIB/*.so" >/dev/null; then
     mkdir -p .venv028/torchaudio-lib-disabled && mv "$TA_LIB"/*.so .venv028/torchaudio-lib-disabled/
   fi
