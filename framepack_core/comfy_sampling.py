@@ -194,8 +194,11 @@ def one_frame_conditioning(positive, negative, layout, batch_size: int = 1, node
     B = layout values x start images x batch_size, ordered value-major, then start image, then seed;
     when values repeat the seeds, the LATENT's `batch_index` says which seed offset each sample uses.
     """
-    if not is_layout(layout) or not layout.controls:
+    if not is_layout(layout):
         raise ValueError(f"{node}: input 'layout' must come from FramePackOneFrameLayout or FramePackLayoutSweep")
+    if not layout.controls:
+        raise ValueError(f"{node}: input 'layout' has no start image (a layout of settings only, for training): "
+                         f"connect a FramePackEncodeImage to the layout node's 'start'")
     if batch_size < 1:
         raise ValueError(f"{node}: input 'batch_size' is {batch_size}; allowed: 1 or more")
     check_text_conditioning(positive, "positive", node)

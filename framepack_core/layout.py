@@ -526,7 +526,10 @@ def resolve_layout(num_controls: int, options: LayoutOptions | None = None, **fi
             slots = _set_control_index(slots, 0, latent_index, "latent_index", warnings)
         if history_index is not None:
             slots = _set_control_index(slots, 1, history_index, "history_index", warnings)
-        default_siglip = Siglip(((0, 1.0),))
+        if "masked_controls" in d:
+            slots = [dataclasses.replace(s, mask=s.kind == "control" and s.control in d["masked_controls"])
+                     for s in slots]
+        default_siglip = d.get("siglip", Siglip(((0, 1.0),)))
 
     elif preset == "eichi":
         d = EICHI_DEFAULTS
@@ -654,9 +657,43 @@ def _lora_defaults(settings: dict | None, warnings: list[str]) -> dict:
     if target is not None:
         check_int("lora_settings.target_index", int(target), 0, MAX_INDEX)
     clean = check_indices("lora_settings.clean_indices", [int(v) for v in settings.get("clean_indices") or [0]])
-    return dict(lws=int(lws), target=None if target is None else int(target), control_index=clean,
-                post=not bool(settings.get("no_post", False)), g2x=not bool(settings.get("no_2x", False)),
-                g4x=not bool(settings.get("no_4x", False)))
+    out = dict(lws=int(lws), target=None if target is None else int(target), control_index=clean,
+               post=not bool(settings.get("no_post", False)), g2x=not bool(settings.get("no_2x", False)),
+               g4x=not bool(settings.get("no_4x", False)))
+    # Written by this pack's trainer (older LoRAs lack them: the canonical start embedding, masks applied).
+    if settings.get("siglip") is not None:
+        try:
+            out["siglip"] = Siglip(tuple((int(c), float(w)) for c, w in settings["siglip"]))
+        except (TypeError, ValueError):
+            raise LayoutError("lora_settings.siglip", f"must be [[control, weight], ...], got {settings['siglip']!r}")
+    if settings.get("masked_controls") is not None:
+        out["masked_controls"] = [int(c) for c in settings["masked_controls"]]
+    return out
+
+
+def lora_settings_of(layout) -> dict:
+    """A resolved OneFrameLayout -> FRAMEPACK_LORA_SETTINGS (lora_metadata.read_settings' dict) from which
+    preset "from LoRA" resolves the same layout.
+
+    clean_indices holds the controls' indices (musubi's fp_1f_clean_indices); the zero post's index is
+    appended only where it is not musubi's 1 + latent_window_size, since the indices overwrite the slots
+    in order (controls, then the post).
+    """
+    controls = [s for s in layout.clean if s.kind != "post"]
+    post = [s for s in layout.clean if s.kind == "post"]
+    indices = [s.index for s in controls]
+    if post and post[0].index != 1 + layout.latent_window_size:
+        indices.append(post[0].index)
+    return {
+        "latent_window_size": layout.latent_window_size,
+        "target_index": layout.target_index,
+        "clean_indices": indices,
+        "no_post": not post,
+        "no_2x": not layout.clean_2x.present,
+        "no_4x": not layout.clean_4x.present,
+        "siglip": [[c, w] for c, w in layout.siglip.weights],
+        "masked_controls": [s.control for s in controls if s.kind == "control" and s.mask],
+    }
 
 
 def attach_controls(options: LayoutOptions, layout: OneFrameLayout, controls: Sequence[Control],

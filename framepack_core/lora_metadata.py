@@ -28,7 +28,10 @@ place that records a setting wins):
 
 1. structured keys at the header's top level: `fp_1f_target_index`, `fp_1f_clean_indices`,
    `fp_1f_no_post`, `fp_1f_no_2x` / `one_frame_no_2x`, `fp_1f_no_4x` / `one_frame_no_4x`,
-   `fp_latent_window_size` (safetensors metadata values are strings: "1", "[0, 10]", "true");
+   `fp_latent_window_size`, and two this pack adds so that a layout is recorded whole:
+   `fp_1f_siglip_source` (the layout summary's label: "start", "control 1", "none",
+   "0.7*start + 0.3*control 1") and `fp_1f_masked_controls` (the controls whose mask multiplies their
+   latent, e.g. "[0, 1]") (safetensors metadata values are strings: "1", "[0, 10]", "true");
 2. the same keys inside the `ss_datasets` entries (the JSON list of dataset dicts, where LoRA
    inspectors look for a dataset's settings), and inside the per-subset dicts an entry may hold
    under `subsets` or `datasets` (kohya sd-scripts nests them so), in order. A LoRA trained by
@@ -48,7 +51,8 @@ import re
 from safetensors import safe_open
 
 
-SETTINGS_KEYS = ("target_index", "clean_indices", "no_post", "no_2x", "no_4x", "latent_window_size", "resolution")
+SETTINGS_KEYS = ("target_index", "clean_indices", "no_post", "no_2x", "no_4x", "latent_window_size", "siglip",
+                 "masked_controls", "resolution")
 _FREE_TEXT_FIELDS = ("ss_training_comment", "modelspec.usage_hint", "modelspec.description", "modelspec.tags",
                      "modelspec.trigger_phrase", "ss_output_name", "modelspec.title")
 
@@ -106,6 +110,43 @@ def _from_structured(d: dict) -> dict:
     for key, name in _STRUCTURED_BOOL.items():
         if d.get(key) is not None and _as_bool(d[key]) is not None:
             out[name] = _as_bool(d[key])
+    if d.get("fp_1f_siglip_source") is not None:
+        weights = parse_siglip_label(d["fp_1f_siglip_source"])
+        if weights is not None:
+            out["siglip"] = weights
+    if d.get("fp_1f_masked_controls") is not None:
+        masked = _int_list(d["fp_1f_masked_controls"])
+        out["masked_controls"] = masked or []
+    return out
+
+
+def parse_siglip_label(text) -> list[list] | None:
+    """`fp_1f_siglip_source` -> [[control, weight], ...]; the spelling is the layout summary's SigLIP label:
+    "start", "control 2", "none" or "0.7*start + 0.3*control 1". None when unreadable."""
+    text = str(text).strip().lower()
+    if text == "none":
+        return []
+    weights = []
+    for term in text.split("+"):
+        m = re.fullmatch(r"\s*(?:([0-9.eE+-]+)\s*\*\s*)?(start|control\s+(\d+))\s*", term)
+        if not m:
+            return None
+        weights.append([0 if m.group(2) == "start" else int(m.group(3)), float(m.group(1) or 1.0)])
+    return weights
+
+
+def header_from_settings(settings: dict) -> dict[str, str]:
+    """The header keys that record one-frame `settings` (read_settings' dict, without resolution): what
+    `read_settings` reads back into the same dict. Values are JSON text, as safetensors headers hold strings."""
+    names = {"target_index": "fp_1f_target_index", "clean_indices": "fp_1f_clean_indices",
+             "no_post": "fp_1f_no_post", "no_2x": "fp_1f_no_2x", "no_4x": "fp_1f_no_4x",
+             "latent_window_size": "fp_latent_window_size", "masked_controls": "fp_1f_masked_controls"}
+    out = {names[k]: json.dumps(v) for k, v in settings.items() if k in names}
+    if "siglip" in settings:
+        w = settings["siglip"]
+        out["fp_1f_siglip_source"] = "none" if not w else " + ".join(
+            ("" if len(w) == 1 and float(wt) == 1.0 else f"{float(wt):g}*") + ("start" if c == 0 else f"control {c}")
+            for c, wt in w)
     return out
 
 

@@ -32,7 +32,10 @@ class FramePackOneFrameLayout(io.ComfyNode):
                 "re-fitted to it."
             ),
             inputs=[
-                Control.Input("start", tooltip="The start image (control 0), from FramePackEncodeImage."),
+                Control.Input("start", optional=True,
+                              tooltip="The start image (control 0), from FramePackEncodeImage. Leave it unconnected "
+                              "for a layout of settings only, which the training dataset nodes apply to each "
+                              "sample (the sampler needs a start image)."),
                 Controls.Input("controls", optional=True,
                                tooltip="Further images (control 1, 2, ...) from a FramePackControlList chain: the "
                                "reference for kisekaeichi, the second condition for 1f-mc."),
@@ -79,18 +82,28 @@ class FramePackOneFrameLayout(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, start, preset, latent_window_size, target_index, control_index, latent_index, history_index,
+    def execute(cls, preset, latent_window_size, target_index, control_index, latent_index, history_index,
                 use_clean_latents_post, use_clean_latents_2x, use_clean_latents_4x, siglip_source,
-                siglip_mix="0.7,0.3", controls=None, lora_settings=None) -> io.NodeOutput:
+                siglip_mix="0.7,0.3", start=None, controls=None, lora_settings=None) -> io.NodeOutput:
         node = widgets.NODE
-        given = [start] + list(controls or ())
+        if start is None and controls:
+            raise fp_layout.LayoutError("start", "is not connected but 'controls' is: the start image is control 0; "
+                                        "connect it too", node=node)
+        given = [start] + list(controls or ()) if start is not None else []
+        # Without pictures: the layout for the number of images the preset expects (settings only).
+        count = len(given) or fp_layout.EXPECTED_CONTROLS.get(preset, 1)
         # Knobs first (pure checks), then the controls (re-fitting may run the VAE).
         options, resolved = widgets.resolve_widgets(
             dict(preset=preset, latent_window_size=latent_window_size, target_index=target_index,
                  control_index=control_index, latent_index=latent_index, history_index=history_index,
                  use_clean_latents_post=use_clean_latents_post, use_clean_latents_2x=use_clean_latents_2x,
                  use_clean_latents_4x=use_clean_latents_4x, siglip_source=siglip_source, siglip_mix=siglip_mix),
-            len(given), lora_settings, node)
+            count, lora_settings, node)
+        if not given:
+            layout = fp_layout.FramePackLayout(options=options, layouts=(resolved,), controls=())
+            text = (resolved.summary() + f"\n(no start image: the settings for {count} image(s), as the training "
+                    f"dataset nodes apply them to each sample; the sampler needs a start image)")
+            return io.NodeOutput(layout, text, ui={**ui.PreviewText(text).as_dict(), "framepack_warnings": []})
         fitted, fit_warnings = fit_controls(given, node)
         layout = fp_layout.attach_controls(options, resolved, fitted, fit_warnings)
         text = layout.summary()

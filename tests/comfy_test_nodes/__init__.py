@@ -4,12 +4,16 @@ Never shipped with the pack. They exist because the real text encoder (LLaVA-Lla
 be made small: `FPTestConditioning` emits exactly the structure ComfyUI's `CLIPTextEncode`
 produces for a `hunyuan_video` CLIP: [[cond (1, n, 4096), {"pooled_output": (1, 768)}]], with an
 "attention_mask" entry only when some tokens are padding (ComfyUI drops an all-ones mask).
+`FPTestTextConditioning` is the same for a linked text (CLIPTextEncode fed by a captions list):
+as many tokens as words, seeded by the text (scripts/workflow_api.py's rule for CLIPTextEncode).
 `FPTestCapture` is an output node that reports a value's type and shape in its UI output.
 `FPTestOutputs` is the output node the test harness (tests/conftest.py `run_graph`) wires to the
 outputs a test asks for: it keeps each value in `FPTestOutputs.captured`, so tests read results
 through a node of their own instead of the executor's private caches, which change between
 ComfyUI versions.
 """
+import zlib
+
 import torch
 
 
@@ -41,6 +45,20 @@ class FPTestConditioning:
             mask[:, :tokens] = 1
             extra["attention_mask"] = mask
         return ([[cond, extra]],)
+
+
+class FPTestTextConditioning:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {"forceInput": True})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    def make(self, text):
+        tokens = max(1, min(256, len(text.split()) or 1))
+        return FPTestConditioning().make(zlib.crc32(text.encode()) % 2**20, tokens, 0, 4096, 768)
 
 
 class FPTestCapture:
@@ -97,5 +115,5 @@ class FPTestOutputs:
         return {}
 
 
-NODE_CLASS_MAPPINGS = {"FPTestConditioning": FPTestConditioning, "FPTestCapture": FPTestCapture,
-                       "FPTestOutputs": FPTestOutputs}
+NODE_CLASS_MAPPINGS = {"FPTestConditioning": FPTestConditioning, "FPTestTextConditioning": FPTestTextConditioning,
+                       "FPTestCapture": FPTestCapture, "FPTestOutputs": FPTestOutputs}
