@@ -365,3 +365,30 @@ def test_bad_settings_and_layouts_are_refused_before_training(run_graph, fp_mode
     q["sampler"] = sampler(["model", 0], layout="layout")
     with pytest.raises(GraphError, match=r"input 'layout' has no start image"):
         run_graph(q, outputs_of=["sampler"])
+
+
+MUSUBI_SRC = os.environ.get("MUSUBI_TUNER_SRC")  # kohya-ss/musubi-tuner's src/ folder, for a run by hand
+
+
+@pytest.mark.skipif(not MUSUBI_SRC, reason="musubi-tuner's loader check runs by hand: MUSUBI_TUNER_SRC=<musubi>/src")
+def test_musubi_tuners_own_loader_merges_the_saved_lora(run_graph, fp_models, images, models_dir, loras_dir):
+    import sys
+
+    sys.path.insert(0, MUSUBI_SRC)
+    from musubi_tuner.utils.lora_utils import load_safetensors_with_lora_and_fp8
+
+    p = sample_graph(fp_models, PAIRS[:1], train=dict(steps=2))
+    p["save"] = saver("fp_test/musubi")
+    name, _ = run_graph(p, outputs_of=["save"])["save"]
+    lora = load_file(str(loras_dir / name))
+    base_file = str(models_dir / "diffusion_models" / fp_models["diffusion_models"])
+    base = load_file(base_file)
+    merged = load_safetensors_with_lora_and_fp8(base_file, [lora], [1.0], False, torch.device("cpu"))
+    modules = {k[len("lora_unet_"):].rsplit(".", 1)[0] for k in lora if k.endswith(".alpha")}
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    # musubi's key rule finds every module of the file, and nothing else moves
+    assert {("lora_unet_" + k[:-len(".weight")].replace(".", "_"))[len("lora_unet_"):] for k in changed} == modules
+    for key in changed:
+        m = "lora_unet_" + key[:-len(".weight")].replace(".", "_")
+        delta = lora[f"{m}.lora_up.weight"] @ lora[f"{m}.lora_down.weight"] * (lora[f"{m}.alpha"] / 4)
+        torch.testing.assert_close(merged[key].float(), (base[key].float() + delta), rtol=1e-2, atol=1e-2)
