@@ -178,8 +178,9 @@ class OneFrameTrainSampler(comfy.samplers.Sampler):
 
 
 def train_lora(model, dataset: OneFrameDataset, captions: list, settings: TrainingSettings,
-               node: str = NODE) -> TrainedLora:
-    """Train a LoRA on `dataset` (captions[i]: the CONDITIONING of sample i, or one for all)."""
+               node: str = NODE, on_step=None) -> TrainedLora:
+    """Train a LoRA on `dataset` (captions[i]: the CONDITIONING of sample i, or one for all).
+    `on_step(loss)` is called after each optimizer step (the benchmark times steps with it)."""
     import comfy.model_management
     import node_helpers
 
@@ -221,7 +222,12 @@ def train_lora(model, dataset: OneFrameDataset, captions: list, settings: Traini
         guider = comfy.samplers.CFGGuider(patcher)
         guider.set_conds(positive, positive)
         guider.set_cfg(1.0)  # one pass per step: the negative is never evaluated
-        sampler = OneFrameTrainSampler(targets, settings, params, losses.append)
+        def on_loss(loss: float) -> None:
+            losses.append(loss)
+            if on_step is not None:
+                on_step(loss)
+
+        sampler = OneFrameTrainSampler(targets, settings, params, on_loss)
         checkpointed = _checkpoint_blocks(diffusion_model) if settings.gradient_checkpointing else []
         try:
             with torch.enable_grad():
