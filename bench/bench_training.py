@@ -65,12 +65,26 @@ def run_case(patcher, checkpointing: bool, steps: int, hw: int) -> dict:
     return out
 
 
+def sdpa_backends(choice: str):
+    import contextlib
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    chosen = {"no_cudnn": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+              "flash": [SDPBackend.FLASH_ATTENTION], "efficient": [SDPBackend.EFFICIENT_ATTENTION],
+              "math": [SDPBackend.MATH]}.get(choice)
+    return contextlib.nullcontext() if chosen is None else sdpa_kernel(chosen)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--cases", default="bf16_ckpt,bf16,fp8_ckpt,fp8", help="bf16 cases before fp8 ones: the fp8 "
                     "weights replace the bf16 ones, so that an fp8 case's peak holds no bf16 copy")
+    ap.add_argument("--sdpa", default="default", choices=["default", "no_cudnn", "flash", "efficient", "math"],
+                    help="restrict torch's SDPA backends further (default: what train_lora allows, torch's choice "
+                    "less cuDNN)")
     ap.add_argument("--smoke", action="store_true", help="CPU check of this script: 1 + 1 blocks, 128x128, 3 steps")
     args = ap.parse_args(argv)
     H.boot_comfy(["--cpu"] if args.smoke else [])
@@ -79,6 +93,7 @@ def main(argv=None) -> int:
 
     R = Results(Path(args.out))
     R.put("gpu", H.gpu_info() if torch.cuda.is_available() else "cpu")
+    R.put("sdpa", args.sdpa)
     config = dict(H.FULL_CONFIG, num_layers=1, num_single_layers=1) if args.smoke else None
     hw, steps = (16, 3) if args.smoke else (80, args.steps)
     sd = H.random_state_dict(config, device="cpu" if args.smoke else "cuda")
@@ -97,7 +112,8 @@ def main(argv=None) -> int:
                                      compute_dtype=torch.bfloat16)
             else:
                 patcher = build_ours(sd)
-            R.put(case, run_case(patcher, case.endswith("_ckpt"), steps, hw))
+            with sdpa_backends(args.sdpa):
+                R.put(case, run_case(patcher, case.endswith("_ckpt"), steps, hw))
             log(case, R.data[case])
         except torch.OutOfMemoryError:
             R.put(case, {"error": "out of memory", "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)})

@@ -166,8 +166,10 @@ class OneFrameTrainSampler(comfy.samplers.Sampler):
                 v_pred = (xt - denoised.float()) / model_sigma
                 loss = torch.nn.functional.mse_loss(v_pred, eps - x0)
                 loss.backward()
-                if s.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(self.params, s.max_grad_norm)
+                norm = torch.nn.utils.clip_grad_norm_(self.params, s.max_grad_norm if s.max_grad_norm > 0 else math.inf)
+                if not torch.isfinite(norm):  # stop rather than train every later step on NaN
+                    raise TrainingError(f"{NODE}: the gradient is not finite at step {step + 1} (loss "
+                                        f"{float(loss):.4g}); lower learning_rate or check the dataset")
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 self.on_loss(float(loss.detach()))
@@ -230,7 +232,7 @@ def train_lora(model, dataset: OneFrameDataset, captions: list, settings: Traini
         sampler = OneFrameTrainSampler(targets, settings, params, on_loss)
         checkpointed = _checkpoint_blocks(diffusion_model) if settings.gradient_checkpointing else []
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), _training_attention():
                 comfy.model_management.load_models_gpu([patcher], memory_required=1e20, force_full_load=True)
                 first = targets[0]
                 guider.sample(torch.zeros_like(first), torch.zeros_like(first), sampler,
@@ -250,6 +252,20 @@ def train_lora(model, dataset: OneFrameDataset, captions: list, settings: Traini
                        metadata=training_metadata(settings, dataset, layout, len(losses), started_at,
                                                   _dtype_name(patcher.model.compute_dtype())),
                        losses=losses)
+
+
+def _training_attention():
+    """torch's SDPA without its cuDNN backend while training: on the H200 (torch 2.11, cuDNN 9.19) cuDNN's
+    attention backward gave NaN gradients from the first step on, and once an illegal memory access
+    (bench/README.md, 2026-12-04); the flash / memory-efficient kernels train normally. Inference keeps torch's
+    choice."""
+    import contextlib
+
+    if not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
