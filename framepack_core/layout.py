@@ -461,6 +461,12 @@ CANONICAL_PRESETS = {
 }
 EXPECTED_CONTROLS = {"kisekaeichi": 2, "1f-mc": 2}
 
+
+def settings_only_count(preset: str) -> int:
+    """How many pictures a layout without pictures (the layout node with no start image, a layout of
+    settings for training) is resolved and drawn for: what the preset expects, else the start alone."""
+    return EXPECTED_CONTROLS.get(preset, 1)
+
 EICHI_DEFAULTS = dict(target=1, latent_index=0, history_index=13, post=True, g2x=True, g4x=True)
 KIJAI_DEFAULTS = dict(target=1, history_index=13, reference_weight=0.3)
 PLUSONE_DEFAULTS = dict(target=5, control_index=[0, 10])

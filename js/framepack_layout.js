@@ -43,7 +43,9 @@ function linkOrigin(node, inputName) {
 }
 
 // The start image is control 0; each FramePackControlList in the chain on `controls` adds one.
+// No start image: null, a layout of settings only, which the route resolves as the node does.
 function countControls(node) {
+  if (!linkOrigin(node, "start") && !linkOrigin(node, "controls")) return null;
   let count = 1;
   let list = linkOrigin(node, "controls");
   const seen = new Set();

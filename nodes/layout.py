@@ -91,7 +91,7 @@ class FramePackOneFrameLayout(io.ComfyNode):
                                         "connect it too", node=node)
         given = [start] + list(controls or ()) if start is not None else []
         # Without pictures: the layout for the number of images the preset expects (settings only).
-        count = len(given) or fp_layout.EXPECTED_CONTROLS.get(preset, 1)
+        count = len(given) or fp_layout.settings_only_count(preset)
         # Knobs first (pure checks), then the controls (re-fitting may run the VAE).
         options, resolved = widgets.resolve_widgets(
             dict(preset=preset, latent_window_size=latent_window_size, target_index=target_index,

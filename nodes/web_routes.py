@@ -1,7 +1,8 @@
 """The layout preview route for the frontend drawing (js/framepack_layout.js).
 
 `POST /framepack/layout_preview` with JSON `{"widgets": {<FramePackOneFrameLayout widget values>},
-"num_controls": <start image + further controls>, "lora_settings": {...} (optional)}` answers the
+"num_controls": <start image + further controls, or null when the node has no start image>,
+"lora_settings": {...} (optional)}` answers the
 resolved layout, `OneFrameLayout.to_dict()`, built by the same code the node runs
 (`layout_widgets.layout_from_widgets`, then `framepack_core.layout`), so the drawing always shows
 what the sampler will do. Bad input answers HTTP 400 with `{"error": message}` (the same message
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from ..framepack_core.layout import MAX_CONTROLS
+from ..framepack_core.layout import MAX_CONTROLS, settings_only_count
 from .layout_widgets import layout_from_widgets
 
 ROUTE = "/framepack/layout_preview"
@@ -28,7 +29,9 @@ def preview(payload) -> tuple[int, dict]:
     if not isinstance(widgets, dict):
         return 400, {"error": f"{ROUTE}: 'widgets' must be an object of widget name -> value"}
     try:
-        num_controls = int(payload.get("num_controls", 1))
+        # null: the node has no start image (a layout of settings only), resolved as the node resolves it
+        num_controls = (settings_only_count(str(widgets.get("preset", "oichi"))) if payload.get("num_controls", 1)
+                        is None else int(payload.get("num_controls", 1)))
     except (TypeError, ValueError):
         return 400, {"error": f"{ROUTE}: 'num_controls' must be an integer 1..{MAX_CONTROLS}"}
     try:

@@ -44,6 +44,8 @@ CPU_RANDOM_RESOLUTION = 320
 # The input images the example workflows' LoadImage nodes name.
 INPUT_IMAGES = ("framepack_start.png", "framepack_reference.png", "framepack_background.png",
                 "framepack_character.png")
+# The training template's dataset folders, under ComfyUI's input folder.
+TRAIN_IMAGES, TRAIN_CONTROLS = "framepack_train/images", "framepack_train/controls"
 
 
 def make_demo_images(input_dir: Path, size: int = 512) -> None:
@@ -76,6 +78,21 @@ def make_demo_images(input_dir: Path, size: int = 512) -> None:
     ref.save(input_dir / "framepack_reference.png")
     picture((90, 160, 90), (120, 180, 230), "rectangle")[0].save(input_dir / "framepack_background.png")
     picture((240, 240, 240), (60, 60, 200), "ellipse")[0].save(input_dir / "framepack_character.png")
+    # The training template's dataset (musubi's folder conventions): for each sample a start image,
+    # a reference outfit (alpha = what the model sees), the target (the start wearing the outfit) and
+    # its caption.
+    images, controls = input_dir / TRAIN_IMAGES, input_dir / TRAIN_CONTROLS
+    images.mkdir(parents=True, exist_ok=True)
+    controls.mkdir(parents=True, exist_ok=True)
+    for stem, skin, outfit in (("sample_a", (235, 200, 160), (200, 40, 60)), ("sample_b", (190, 150, 120), (40, 90, 200))):
+        person, draw = picture((70, 110, 160), skin, "ellipse")
+        person.save(controls / f"{stem}_0.png")
+        draw.rectangle((size // 4, size // 2, 3 * size // 4, 5 * size // 6), fill=outfit + (255,))
+        person.save(images / f"{stem}.png")
+        ref = picture((230, 230, 225), outfit, "rectangle")[0]
+        ref.putalpha(alpha)
+        ref.save(controls / f"{stem}_1.png")
+        (images / f"{stem}.txt").write_text("The person is wearing the outfit from the reference image.\n")
 
 
 def workflow_images(workflow: dict) -> list[str]:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from comfy_env import add_comfy_to_path  # noqa: E402
 from comfy_server import REPO_ROOT, ComfyServer, prepare_base_dir  # noqa: E402
-from demo import make_demo_images  # noqa: E402
+from demo import TRAIN_CONTROLS, TRAIN_IMAGES, make_demo_images  # noqa: E402
 
 OUT = REPO_ROOT / "example_workflows"
 DOCS = REPO_ROOT / "docs" / "images"
@@ -200,6 +200,38 @@ def one_frame_mc() -> dict:
                                           ["controls", 0, "layout", "controls"]]}
 
 
+def train_kisekaeichi() -> dict:
+    """Train a kisekaeichi LoRA from folders; the file records its layout (preset 'from LoRA' gives it back)."""
+    n1, l1 = _loaders()
+    l1 = [l for l in l1 if l[2] not in ("neg", "sampler")]
+    name = "framepack_train_kisekaeichi_lora"
+    nodes = n1 + [
+        {"key": "data", "type": "FramePackOneFrameDatasetFolder", "col": 1,
+         "widgets": {"image_directory": TRAIN_IMAGES, "control_directory": TRAIN_CONTROLS, "resolution": 640}},
+        {"key": "pos", "type": "CLIPTextEncode", "col": 2, "title": "Captions (one per sample)"},
+        {"key": "layout", "type": "FramePackOneFrameLayout", "col": 3, "row": 1, "widgets": {"preset": "kisekaeichi"},
+         "width": LAYOUT_WIDTH},
+        _note("Train a kisekaeichi LoRA. Dataset (musubi-tuner's folders, under ComfyUI's input folder): "
+              f"{TRAIN_IMAGES}/NAME.png = the target (the start wearing the outfit) + NAME.txt = its caption; "
+              f"{TRAIN_CONTROLS}/NAME_0.png = the start image, NAME_1.png = the reference, transparent where the "
+              "model must not look.\n"
+              "The layout node (no start image: settings only) says how samples are laid out; the saved file "
+              "records it. Later: FramePack LoRA Loader > lora_settings > a layout node with preset 'from LoRA'.\n"
+              "800 steps at 640x640: see the README for the time and memory on your GPU."),
+        {"key": "train", "type": "FramePackTrainOneFrameLoRA", "col": 4},
+        {"key": "save", "type": "FramePackSaveOneFrameLoRA", "col": 4,
+         "widgets": {"filename_prefix": "framepack_1f/kisekaeichi_lora"}},
+        {"key": "loss", "type": "LossGraphNode", "col": 4, "widgets": {"filename_prefix": "framepack_1f_loss"}},
+    ]
+    links = l1 + [["layout", 0, "data", "layout"], ["vae", 0, "data", "vae"], ["clip_vision", 0, "data", "clip_vision"],
+                  ["data", 1, "pos", "text"], ["model", 0, "train", "model"], ["data", 0, "train", "dataset"],
+                  ["pos", 0, "train", "positive"], ["train", 1, "save", "lora"], ["train", 2, "save", "metadata"],
+                  ["train", 3, "loss", "loss"]]
+    return {"name": name, "title": "Train a kisekaeichi LoRA",
+            "description": "Train a one-frame LoRA from folders; the file records its layout.",
+            "needs": f"Needs: your dataset folders · {MODELS}", "nodes": nodes, "links": links}
+
+
 def add_model_links(workflow: dict) -> dict:
     """Give every loader that names a standard file its download link (properties.models)."""
     for node in workflow["nodes"]:
@@ -215,7 +247,7 @@ def write_workflow(path: Path, workflow: dict) -> None:
 
 
 def specs() -> list[dict]:
-    return [oichi(), kisekaeichi(), one_frame_mc(), kisekaeichi(lora=True), kisekaeichi_ksampler()]
+    return [oichi(), kisekaeichi(), one_frame_mc(), kisekaeichi(lora=True), kisekaeichi_ksampler(), train_kisekaeichi()]
 
 
 def main() -> int:

@@ -87,8 +87,12 @@ def swap_text_encoder(prompt: dict, seed: int = 0) -> dict:
     loaders = {nid for nid, n in prompt.items() if n["class_type"] == "DualCLIPLoader"}
     for nid, node in prompt.items():
         if node["class_type"] == "CLIPTextEncode":
+            text = node["inputs"].get("text", "")
+            if isinstance(text, list):  # a linked text (e.g. a dataset's captions): the same rule, per text
+                node["class_type"], node["inputs"] = "FPTestTextConditioning", {"text": text}
+                continue
             node["class_type"] = "FPTestConditioning"
-            node["inputs"] = _test_conditioning(str(node["inputs"].get("text", "")), seed)
+            node["inputs"] = _test_conditioning(str(text), seed)
     for nid in loaders:
         users = [n for n in prompt.values() for v in n["inputs"].values() if isinstance(v, list) and v[:1] == [nid]]
         if users:
@@ -107,16 +111,29 @@ def set_widget(node: dict, name: str, value, object_info: dict) -> None:
 
 def swap_text_encoder_ui(workflow: dict, seed: int = 0) -> dict:
     """`swap_text_encoder` for a UI-format workflow: each CLIPTextEncode becomes an FPTestConditioning
-    (same CONDITIONING output and links, a title that says so), the DualCLIPLoaders and their links go."""
+    (same CONDITIONING output and links, a title that says so), or an FPTestTextConditioning where its
+    text is linked; the DualCLIPLoaders and their links go."""
     workflow = copy.deepcopy(workflow)
     loaders = {n["id"] for n in workflow["nodes"] if n["type"] == "DualCLIPLoader"}
     dropped = {link[0] for link in workflow.get("links", []) if link[1] in loaders}
     for node in workflow["nodes"]:
         if node["type"] != "CLIPTextEncode":
             continue
-        if any(i.get("link") is not None and i["link"] not in dropped for i in node.get("inputs", [])
-               if i["name"] != "clip"):
-            raise ValueError(f"node {node['id']}: a CLIPTextEncode with a linked text cannot be swapped")
+        linked = [i for i in node.get("inputs", []) if i.get("link") is not None and i["link"] not in dropped
+                  and i["name"] != "clip"]
+        if [i["name"] for i in linked] == ["text"]:  # a linked text (a dataset's captions): the same rule, per text
+            node["type"] = "FPTestTextConditioning"
+            node["title"] = f"{node.get('title') or 'Prompt'} (demo: random conditioning, no text encoder)"
+            node["widgets_values"] = []
+            node["inputs"] = [{**{k: v for k, v in linked[0].items() if k != "widget"}, "type": "STRING"}]
+            for link in workflow.get("links", []):
+                if link[0] == linked[0]["link"]:
+                    link[4] = 0  # the test node's only input
+            node.setdefault("properties", {})["Node name for S&R"] = "FPTestTextConditioning"
+            continue
+        if linked:
+            raise ValueError(f"node {node['id']}: a CLIPTextEncode with linked {[i['name'] for i in linked]} cannot "
+                             f"be swapped")
         v = _test_conditioning(str((node.get("widgets_values") or [""])[0]), seed)
         node["type"] = "FPTestConditioning"
         node["title"] = f"{node.get('title') or 'Prompt'} (demo: random conditioning, no text encoder)"
@@ -125,7 +142,8 @@ def swap_text_encoder_ui(workflow: dict, seed: int = 0) -> dict:
         node.pop("inputs", None)  # the test node has widgets only; the front end makes its own slots
         node.setdefault("properties", {})["Node name for S&R"] = "FPTestConditioning"
     users = [link for link in workflow.get("links", []) if link[0] in dropped]
-    bad = [link for link in users if not any(n["id"] == link[3] and n["type"] == "FPTestConditioning"
+    bad = [link for link in users if not any(n["id"] == link[3] and n["type"] in ("FPTestConditioning",
+                                                                                 "FPTestTextConditioning")
                                              for n in workflow["nodes"])]
     if bad:
         raise ValueError(f"DualCLIPLoader still feeds nodes {[link[3] for link in bad]}")

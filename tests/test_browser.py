@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 BROWSER_DIR = REPO / "tests" / "browser"
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 EXAMPLES = ("framepack_oichi", "framepack_kisekaeichi", "framepack_1f_mc", "framepack_kisekaeichi_lora_stack",
-            "framepack_kisekaeichi_ksampler")
+            "framepack_kisekaeichi_ksampler", "framepack_train_kisekaeichi_lora")
+TRAINING = "framepack_train_kisekaeichi_lora"  # the one template that trains instead of making an image
 # FramePackEncodeImage's bucket resolution for the CPU runs (its minimum): the real-size VAE takes ~10 s per
 # 320x320 frame on 2 CPU cores; the layout/sampler code is the same at any size.
 CPU_RESOLUTION = 128
@@ -81,9 +82,13 @@ def browser_results(served, shots_dir):
     return results
 
 
-def _layout_from_widgets(widgets: dict, num_controls: int) -> dict:
+def _layout_from_widgets(widgets: dict, num_controls: int | None) -> dict:
+    """What the Python code resolves for the widgets; num_controls None: the node has no start image."""
+    from framepack_oneframe.framepack_core.layout import settings_only_count
     from framepack_oneframe.nodes.layout_widgets import layout_from_widgets
 
+    if num_controls is None:
+        num_controls = settings_only_count(widgets["preset"])
     return layout_from_widgets(widgets, num_controls).to_dict()
 
 
@@ -318,18 +323,26 @@ def test_template_browser_shows_the_cards(browser_results):
         assert card["naturalWidth"] == 640 and card["shownWidth"] >= 150, card
 
 
-def _run_example(browser_results, served, comfy_base_dir, name):
-    """Queue the frontend's own conversion of example `name` (test text encoder, CPU size); its image."""
-    from PIL import Image
-
+def _queue_example(browser_results, served, name, **node_inputs):
+    """Queue the frontend's own conversion of example `name` (test text encoder, CPU size, `node_inputs`
+    {class_type: {input: value}} set); its history entry once it succeeded."""
     prompt = swap_text_encoder(browser_results["workflows"][name]["api"])
     assert "DualCLIPLoader" not in {n["class_type"] for n in prompt.values()}
     for node in prompt.values():
-        if node["class_type"] == "FramePackEncodeImage":
+        if node["class_type"] in ("FramePackEncodeImage", "FramePackOneFrameDatasetFolder"):
             node["inputs"]["resolution"] = CPU_RESOLUTION
-    t0 = time.time()
+        node["inputs"].update(node_inputs.get(node["class_type"], {}))
     entry = served.run(prompt, timeout=600)
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:4000]
+    return entry
+
+
+def _run_example(browser_results, served, comfy_base_dir, name):
+    """The image example `name` makes (see _queue_example)."""
+    from PIL import Image
+
+    t0 = time.time()
+    entry = _queue_example(browser_results, served, name)
     images = [i for out in entry["outputs"].values() for i in out.get("images", []) if i["type"] == "output"]
     assert len(images) == 1, entry["outputs"]
     img = Image.open(comfy_base_dir / "output" / images[0]["subfolder"] / images[0]["filename"])
@@ -339,10 +352,27 @@ def _run_example(browser_results, served, comfy_base_dir, name):
 
 @pytest.mark.browser
 @needs_browser
-@pytest.mark.parametrize("name", EXAMPLES)
+@pytest.mark.parametrize("name", [n for n in EXAMPLES if n != TRAINING])
 def test_example_runs_to_an_image(browser_results, served, comfy_base_dir, name):
     w, h = _run_example(browser_results, served, comfy_base_dir, name).size
     assert w % 16 == 0 and h % 16 == 0 and 0.5 * CPU_RESOLUTION**2 < w * h < 2 * CPU_RESOLUTION**2, (w, h)
+
+
+@pytest.mark.browser
+@needs_browser
+def test_training_example_saves_a_lora_that_carries_its_layout(browser_results, served, comfy_base_dir, models_dir):
+    """The training template as the frontend converts it, on the demo dataset (a few steps): a LoRA file in
+    models/loras whose header gives back the template's kisekaeichi layout, and ComfyUI's loss graph."""
+    from framepack_oneframe.framepack_core import lora_metadata
+
+    before = set((models_dir / "loras").rglob("*.safetensors"))
+    entry = _queue_example(browser_results, served, TRAINING, FramePackTrainOneFrameLoRA={"steps": 3})
+    (new,) = set((models_dir / "loras").rglob("*.safetensors")) - before
+    settings, _ = lora_metadata.read_settings(lora_metadata.read_header(new))
+    assert {k: settings[k] for k in ("target_index", "clean_indices", "no_post", "no_2x", "no_4x")} == {
+        "target_index": 1, "clean_indices": [0, 10], "no_post": True, "no_2x": True, "no_4x": True}
+    previews = [i for out in entry["outputs"].values() for i in out.get("images", [])]
+    assert previews, entry["outputs"]  # the loss graph
 
 
 @pytest.mark.browser
