@@ -241,3 +241,29 @@ def test_bad_ratios_stop_before_sampling(run_graph, fp_models, images, calm_mode
     with pytest.raises(GraphError, match=message):
         run_graph(_graph(fp_models, calm_model, dict(ratios=ratios)), outputs_of=["sampler"])
     assert block_runs.calls == 0  # raised by the node, before any model call
+
+
+def test_bench_magcache_section_runs_on_cpu(tmp_path):
+    """bench/bench_oneframe.py's magcache section (the GPU measurement) at its CPU smoke size, so it cannot rot."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench_oneframe.py"
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(script), "--cpu-smoke", "--sections", "magcache", "--layouts",
+                           "kisekaeichi", "--out", str(out)], cwd=str(tmp_path), capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    rows = json.loads(out.read_text())["magcache"]
+    for weights in ("random", "calm"):
+        none, cal = rows[f"{weights} / none"], rows[f"{weights} / calibration"]
+        assert none["model_calls"] == none["block_stack_runs"] == 25
+        assert cal["block_stack_runs"] == 25 and cal["final_latent_rel_err"] == 0
+        assert len(magcache.parse_ratios(cal["ratios"], "test")) == 25
+        for label in ("default ratios 0.24 K6", "calibrated ratios 0.12 K3"):
+            row = rows[f"{weights} / {label}"]
+            assert row["model_calls"] == 25 and row["block_stack_runs"] < 25
+            assert 0 < row["final_latent_rel_err"] < 1
