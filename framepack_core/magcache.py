@@ -174,7 +174,6 @@ class MagCacheRun:
         self.rule = SkipRule(settings, self.steps)
         self.residuals: dict = {}  # cond uuid -> (rows, image tokens, D) residual of its last computed step
         self.skipped: set[int] = set()
-        self.computed: set[int] = set()
         # calibration: step -> per-token norm ratios / cosine distances to the previous step, all conds
         self._ratios: dict[int, list[torch.Tensor]] = {}
         self._cos: dict[int, list[torch.Tensor]] = {}
@@ -213,7 +212,6 @@ class MagCacheRun:
         step = self.step_index(transformer_options)
         if step is None:
             return
-        self.computed.add(step)
         residual = img_out - img_in
         conds = self._conds(transformer_options, residual.shape[0])
         for cond, part in zip(conds, residual.chunk(len(conds))):
