@@ -44,6 +44,9 @@ FULL_CONFIG = dict(
     has_clean_x_embedder=True,
 )
 FULL_PARAMS = 12_874_314_816
+# The width of the tests' tiny model (2 heads x 16), for the benchmarks' CPU smoke runs.
+TINY_WIDTH = dict(num_attention_heads=2, attention_head_dim=16, rope_axes_dim=(4, 6, 6), text_embed_dim=32,
+                  pooled_projection_dim=16, image_proj_dim=24)
 
 LATENT_CH = 16
 SIGLIP_TOKENS = 729

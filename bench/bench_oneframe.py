@@ -109,14 +109,25 @@ def floor_ms(R: Results, layout: str, fp8: bool = False, batch: int = 1) -> dict
     return out
 
 
+# --cpu-smoke: the sections that support it run this tiny model on the CPU (checks the code runs, not speed)
+SMOKE_CONFIG = dict(H.FULL_CONFIG, num_layers=1, num_single_layers=1, num_refiner_layers=1, **H.TINY_WIDTH)
+SMOKE_SECTIONS = ("step_cache", "magcache")
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _weights(state: dict) -> dict:
     if "sd" not in state:
         t = time.time()
-        state["sd"] = H.random_state_dict(seed=0)
-        torch.cuda.synchronize()
+        smoke = state.get("cpu_smoke")
+        state["sd"] = H.random_state_dict(SMOKE_CONFIG, seed=0, device="cpu") if smoke else H.random_state_dict(seed=0)
+        _sync()
         n = sum(v.numel() for v in state["sd"].values())
         log(f"random weights: {n:,} parameters, {len(state['sd'])} tensors in {time.time() - t:.1f} s")
-        assert n == H.FULL_PARAMS, n
+        assert smoke or n == H.FULL_PARAMS, n
         state["n_params"] = n
     return state["sd"]
 
@@ -242,13 +253,17 @@ def sampler_objects(layout_name: str, seed: int = 1, batch_controls: int = 1, hw
     return cond, framepack_layout, controls
 
 
-def run_sampler(patcher, layout_name: str, steps: int = 25, seed: int = 7, batch_size: int = 1) -> tuple[float, torch.Tensor]:
+def run_sampler(patcher, layout_name: str, steps: int = 25, seed: int = 7, batch_size: int = 1,
+                smoke: bool = False) -> tuple[float, torch.Tensor]:
+    """(seconds, latent) of the pack's sampler; `smoke`: the inputs of SMOKE_CONFIG's model, 64x64."""
     smp = _core("comfy_sampling")
-    cond, layout, controls = sampler_objects(layout_name)
-    torch.cuda.synchronize()
+    sizes = dict(hw=8, text_dim=SMOKE_CONFIG["text_embed_dim"], pooled_dim=SMOKE_CONFIG["pooled_projection_dim"],
+                 siglip=(5, SMOKE_CONFIG["image_proj_dim"])) if smoke else {}
+    cond, layout, controls = sampler_objects(layout_name, **sizes)
+    _sync()
     t = time.perf_counter()
     out = smp.sample_one_frame(patcher, cond, cond, layout, seed=seed, steps=steps, batch_size=batch_size)["samples"]
-    torch.cuda.synchronize()
+    _sync()
     return time.perf_counter() - t, out
 
 
@@ -647,6 +662,61 @@ def _calm(sd: dict) -> dict:
             for k, v in sd.items()}
 
 
+class _Counts:
+    """Model calls (the transformer's `_forward`) and block-stack runs (a forward hook on the first block) of
+    one patcher while in a `with`; `reset()` between measured runs."""
+
+    def __init__(self, patcher):
+        self.dm = patcher.model.diffusion_model
+        self.model_calls = self.block_stack_runs = 0
+
+    def reset(self):
+        self.model_calls = self.block_stack_runs = 0
+
+    def __enter__(self):
+        cls, forward = type(self.dm), type(self.dm)._forward
+
+        def counted(model, *a, **k):
+            self.model_calls += 1
+            return forward(model, *a, **k)
+
+        self._restore = (cls, forward)
+        cls._forward = counted
+        self._hook = self.dm.transformer_blocks[0].register_forward_hook(
+            lambda *_: setattr(self, "block_stack_runs", self.block_stack_runs + 1))
+        return self
+
+    def __exit__(self, *exc):
+        cls, forward = self._restore
+        cls._forward = forward
+        self._hook.remove()
+
+
+def _cache_rows(R, key, weights, name, patcher, variants, smoke):
+    """Sample each (label, MODEL or a function making it) of `variants` with 25 steps, seed 7; the first is the
+    uncached run the others' final latent error is measured against. Returns {label: row}."""
+    rows, base = {}, None
+    with _Counts(patcher) as counts:
+        run_sampler(patcher, name, steps=2, smoke=smoke)  # warm-up: loads the model
+        for label, model in variants:
+            model = model() if callable(model) else model
+            counts.reset()
+            sec, lat = run_sampler(model, name, smoke=smoke)
+            row = dict(weights=weights, cache=label, model_calls=counts.model_calls,
+                       block_stack_runs=counts.block_stack_runs, seconds=sec)
+            if base is None:
+                base = lat.float()
+            else:
+                row["final_latent_rel_err"] = _rel(lat, base)
+            rows[label] = row
+            res = R.data.get(key, {})
+            res[f"{weights} / {label}"] = row
+            R.put(key, res)
+            log(f"{key} {weights} {label}: {row['model_calls']} model calls, {row['block_stack_runs']} block stacks, "
+                f"{sec:.2f} s, err {row.get('final_latent_rel_err', 0):.3f}")
+    return rows
+
+
 @torch.inference_mode()
 def section_step_cache(R, state, layouts, iters):
     """ComfyUI's own step caches (EasyCache, LazyCache) on our MODEL through ComfyUI's sampling: model
@@ -657,44 +727,60 @@ def section_step_cache(R, state, layouts, iters):
 
     sd = _weights(state)
     name = "kisekaeichi" if "kisekaeichi" in layouts else layouts[0]
-    res = R.data.get("step_cache", {})
     for weights in ("random", "calm"):
         patcher = build_ours(sd if weights == "random" else _calm(sd))
-        dm_cls = type(patcher.model.diffusion_model)
-        calls = []
-        forward = dm_cls._forward
-
-        def counted(self, *a, **k):
-            calls.append(1)
-            return forward(self, *a, **k)
-
-        dm_cls._forward = counted
-        try:
-            run_sampler(patcher, name, steps=2)  # warm-up: loads the model
-            variants = [("none", patcher)]
-            for thr in (0.1, 0.2, 0.3):
-                variants.append((f"EasyCache {thr}", EasyCacheNode.execute(patcher, thr, 0.15, 0.95, False)[0]))
-            variants.append(("LazyCache 0.2", LazyCacheNode.execute(patcher, 0.2, 0.15, 0.95, False)[0]))
-            base = None
-            for label, model in variants:
-                calls.clear()
-                sec, lat = run_sampler(model, name)
-                row = dict(weights=weights, cache=label, model_calls=len(calls), seconds=sec)
-                if base is None:
-                    base = lat.float()
-                else:
-                    row["final_latent_rel_err"] = _rel(lat, base)
-                res[f"{weights} / {label}"] = row
-                R.put("step_cache", res)
-                log(f"step cache {weights} {label}: {row['model_calls']} model calls, {sec:.2f} s, "
-                    f"err {row.get('final_latent_rel_err', 0):.3f}")
-        finally:
-            dm_cls._forward = forward
-            del patcher
-            torch.cuda.empty_cache()
+        variants = [("none", patcher)]
+        for thr in (0.1, 0.2, 0.3):
+            variants.append((f"EasyCache {thr}", EasyCacheNode.execute(patcher, thr, 0.15, 0.95, False)[0]))
+        variants.append(("LazyCache 0.2", LazyCacheNode.execute(patcher, 0.2, 0.15, 0.95, False)[0]))
+        _cache_rows(R, "step_cache", weights, name, patcher, variants, state.get("cpu_smoke"))
+        del patcher
+        torch.cuda.empty_cache()
 
 
-SECTIONS = ["env", "floor", "reference", "reference_compiled", "ours", "ours_apply_model", "profile_eager", "ours_compiled", "fp8", "batch", "lowvram", "step_cache"]
+# (threshold, K) of the MagCache sweep: musubi-tuner's default (0.24, 6) and its documented gentler (0.12, 3)
+MAGCACHE_SWEEP = ((0.12, 3), (0.24, 6), (0.5, 6))
+
+
+@torch.inference_mode()
+def section_magcache(R, state, layouts, iters):
+    """The pack's MagCache (framepack_core/magcache.py, node FramePackMagCache) as step_cache measures
+    ComfyUI's caches: per 25-step image, model calls, block-stack runs, seconds, final latent error vs
+    uncached, on random and calm weights; with musubi-tuner's default ratios at the MAGCACHE_SWEEP
+    settings, and with ratios calibrated on the same model (a calibration run first, then its ratios at
+    the two gentler settings). Random weights do not show a trained model's quality or ratios."""
+    mc = _core("magcache")
+    sd = _weights(state)
+    smoke = state.get("cpu_smoke")
+    name = "kisekaeichi" if "kisekaeichi" in layouts else layouts[0]
+    for weights in ("random", "calm"):
+        patcher = build_ours(sd if weights == "random" else _calm(sd))
+        calibrated = {}
+
+        def with_cache(threshold=0.24, k=6, use_calibrated=False, calibration=False):
+            def make():  # called when its run starts, so that the calibration run has filled `calibrated`
+                if use_calibrated and calibrated.get("ratios") is None:
+                    raise RuntimeError("the calibration run measured no ratios")
+                settings = mc.MagCacheSettings(threshold=threshold, k=k, calibration=calibration,
+                                               ratios=tuple(calibrated["ratios"]) if use_calibrated else None)
+                return mc.apply_magcache(patcher, settings, report=calibrated.update)
+            return make
+
+        variants = [("none", patcher), ("calibration", with_cache(calibration=True))]
+        variants += [(f"default ratios {t} K{k}", with_cache(t, k)) for t, k in MAGCACHE_SWEEP]
+        variants += [(f"calibrated ratios {t} K{k}", with_cache(t, k, use_calibrated=True))
+                     for t, k in MAGCACHE_SWEEP[:2]]
+        _cache_rows(R, "magcache", weights, name, patcher, variants, smoke)
+        res = R.data["magcache"]
+        res[f"{weights} / calibration"].update(ratios=mc.format_ratios(calibrated["ratios"]),
+                                               norm_std=calibrated["norm_std"], cos_dis=calibrated["cos_dis"])
+        R.put("magcache", res)
+        log(f"magcache {weights}: calibrated ratios {res[f'{weights} / calibration']['ratios']}")
+        del patcher
+        torch.cuda.empty_cache()
+
+
+SECTIONS = ["env", "floor", "reference", "reference_compiled", "ours", "ours_apply_model", "profile_eager", "ours_compiled", "fp8", "batch", "lowvram", "step_cache", "magcache"]
 
 
 def main(argv=None) -> int:
@@ -704,12 +790,16 @@ def main(argv=None) -> int:
     ap.add_argument("--layouts", default=",".join(H.LAYOUTS))
     ap.add_argument("--iters", type=int, default=10, help="timed forwards per measurement (median)")
     ap.add_argument("--comfy-args", default="", help="extra ComfyUI flags, e.g. '--use-sage-attention'")
+    ap.add_argument("--cpu-smoke", action="store_true",
+                    help=f"a tiny model on the CPU (checks the code runs); sections {', '.join(SMOKE_SECTIONS)} only")
     args = ap.parse_args(argv)
+    if args.cpu_smoke and not set(args.sections.split(",")) <= set(SMOKE_SECTIONS):
+        ap.error(f"--cpu-smoke runs the sections {', '.join(SMOKE_SECTIONS)} only; pass --sections")
 
-    H.boot_comfy(args.comfy_args.split() if args.comfy_args else [])
+    H.boot_comfy((args.comfy_args.split() if args.comfy_args else []) + (["--cpu"] if args.cpu_smoke else []))
     torch.backends.cuda.matmul.allow_tf32 = True
     R = Results(Path(args.out))
-    state: dict = {}
+    state: dict = {"cpu_smoke": args.cpu_smoke}
     layouts = args.layouts.split(",")
     failed = []
     for sec in args.sections.split(","):

@@ -48,8 +48,7 @@ def main(argv=None) -> int:
     dev = "cpu" if args.cpu_smoke else "cuda"
     cfg, hw = REDUCED, HW
     if args.cpu_smoke:
-        cfg, hw = dict(REDUCED, num_attention_heads=2, attention_head_dim=16, rope_axes_dim=(4, 6, 6),
-                       text_embed_dim=32, pooled_projection_dim=16, image_proj_dim=24), 64
+        cfg, hw = dict(REDUCED, **H.TINY_WIDTH), 64
     import comfy.model_management as mm
     import comfy.ops
     from comfy_api.torch_helpers import set_torch_compile_wrapper

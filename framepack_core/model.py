@@ -31,6 +31,8 @@ import comfy.patcher_extension
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 from comfy.ldm.modules import attention as comfy_attention
 
+from .magcache import RUN_KEY as MAGCACHE_RUN_KEY
+
 __all__ = ["FramePackConfig", "FramePackTransformer", "infer_config"]
 
 
@@ -710,6 +712,26 @@ class FramePackTransformer(nn.Module):
                 text_mask = text_mask.shifted(siglip.shape[1])
         return txt, text_mask
 
+    def _block_stack(self, img, img_rope, temb, context, context_mask, timestep, image_embeds, batch, dtype,
+                     transformer_options):
+        """The text side, then the dual-stream and single-stream blocks; returns the image tokens after them."""
+        txt, txt_mask = self._text_tokens(context, context_mask, timestep, image_embeds, batch, dtype,
+                                           transformer_options)
+        n_img, n_txt = img.shape[1], txt.shape[1]
+        # Text tokens get the identity rotation, so one table serves the whole joint sequence.
+        identity = img_rope.new_zeros(img_rope.shape[0], n_txt, *img_rope.shape[2:])
+        identity[..., 0] = 1.0
+        rope = torch.cat((img_rope, identity), 1).unsqueeze(2)  # (1 or B, L, 1, head_dim/2, 2)
+        # Image tokens come first and are always valid.
+        mask = None if txt_mask is None else txt_mask.shifted(n_img)
+
+        for block in self.transformer_blocks:
+            img, txt = block(img, txt, temb, rope, mask, transformer_options)
+        joint = torch.cat((img, txt), 1)
+        for block in self.single_transformer_blocks:
+            joint = block(joint, temb, rope, mask, transformer_options)
+        return joint[:, :n_img]
+
     # ---- forward -------------------------------------------------------------------------------
 
     def forward(self, x, timestep, context, control=None, transformer_options={}, **kwargs):
@@ -759,24 +781,17 @@ class FramePackTransformer(nn.Module):
                       clean_latent_4x_indices=clean_latent_4x_indices)
         img, img_rope = self._image_tokens(x, groups, batch, h, w)
         temb = self.time_text_embed(timestep, _to_batch(pooled_output, batch, "pooled_output").to(dtype), guidance)
-        txt, txt_mask = self._text_tokens(context, context_mask, timestep, image_embeds, batch, dtype,
-                                           transformer_options)
+        # A step cache (MagCache) attached for this sampling run may replace the block stack by the residual it
+        # added at an earlier step; the text side feeds only the stack, so it is skipped with it.
+        step_cache = transformer_options.get(MAGCACHE_RUN_KEY)
+        img_out = None if step_cache is None else step_cache.reuse(img, transformer_options)
+        if img_out is None:
+            img_out = self._block_stack(img, img_rope, temb, context, context_mask, timestep, image_embeds, batch,
+                                        dtype, transformer_options)
+            if step_cache is not None:
+                step_cache.record(img, img_out, transformer_options)
 
-        n_img, n_txt = img.shape[1], txt.shape[1]
-        # Text tokens get the identity rotation, so one table serves the whole joint sequence.
-        identity = img_rope.new_zeros(img_rope.shape[0], n_txt, *img_rope.shape[2:])
-        identity[..., 0] = 1.0
-        rope = torch.cat((img_rope, identity), 1).unsqueeze(2)  # (1 or B, L, 1, head_dim/2, 2)
-        # Image tokens come first and are always valid.
-        mask = None if txt_mask is None else txt_mask.shifted(n_img)
-
-        for block in self.transformer_blocks:
-            img, txt = block(img, txt, temb, rope, mask, transformer_options)
-        joint = torch.cat((img, txt), 1)
-        for block in self.single_transformer_blocks:
-            joint = block(joint, temb, rope, mask, transformer_options)
-
-        out = joint[:, n_img - t * h * w:n_img]
+        out = img_out[:, img.shape[1] - t * h * w:]
         fp32_output = kwargs.get("fp32_output")
         if self.fp32_output if fp32_output is None else fp32_output:
             out, temb = out.float(), temb.float()
