@@ -776,8 +776,37 @@ def section_magcache(R, state, layouts, iters):
                                                norm_std=calibrated["norm_std"], cos_dis=calibrated["cos_dis"])
         R.put("magcache", res)
         log(f"magcache {weights}: calibrated ratios {res[f'{weights} / calibration']['ratios']}")
+        if weights == "random" and not smoke:
+            _magcache_compiled(R, mc, patcher, name, calibrated)
         del patcher
         torch.cuda.empty_cache()
+
+
+def _magcache_compiled(R, mc, patcher, name, calibrated):
+    """MagCache with the blocks compiled through ComfyUI's compile hook (what the per-image target needs):
+    the compile warm-up untimed, then 25-step images uncached and with the calibrated ratios, errors against
+    the eager uncached latent."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    _, base = run_sampler(patcher, name)
+    compiled = patcher.clone()
+    set_torch_compile_wrapper(compiled, backend="inductor", dynamic=False, keys=_block_keys(compiled.model.diffusion_model))
+    t0 = time.perf_counter()
+    run_sampler(compiled, name, steps=3)  # compiles
+    res = R.data.get("magcache", {})
+    res["random / compiled warm-up s"] = time.perf_counter() - t0
+    variants = [("compiled, none", compiled)] + [
+        (f"compiled, calibrated ratios {t} K{k}",
+         mc.apply_magcache(compiled, mc.MagCacheSettings(threshold=t, k=k, ratios=tuple(calibrated["ratios"]))))
+        for t, k in MAGCACHE_SWEEP]
+    for label, model in variants:
+        # not counted here (a hook on a compiled block would make it recompile): the skips are the eager
+        # rows' for the same ratios and settings, the rule depending only on them and the schedule
+        sec, lat = run_sampler(model, name)
+        res[f"random / {label}"] = dict(weights="random", cache=label, seconds=sec,
+                                        final_latent_rel_err=_rel(lat, base.float()))
+        R.put("magcache", res)
+        log(f"magcache random {label}: {sec:.2f} s, err {_rel(lat, base.float()):.3f}")
 
 
 SECTIONS = ["env", "floor", "reference", "reference_compiled", "ours", "ours_apply_model", "profile_eager", "ours_compiled", "fp8", "batch", "lowvram", "step_cache", "magcache"]
