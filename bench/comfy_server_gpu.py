@@ -28,7 +28,8 @@ import demo  # noqa: E402
 from comfy_env import add_comfy_to_path, find_comfy_dir  # noqa: E402
 from comfy_server import ComfyServer, prepare_base_dir  # noqa: E402
 
-LOG_LINES = re.compile(r"DynamicVRAM|[Dd]ynamic VRAM|aimdo|managed by|ComfyUI version|pytorch version|Device:",
+LOG_LINES = re.compile(r"DynamicVRAM|[Dd]ynamic VRAM|aimdo|managed by|ComfyUI version|pytorch version|Device:|"
+                       r"Training|Traceback|Error|saved",
                        re.IGNORECASE)
 
 
@@ -38,7 +39,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workflows", default="framepack_kisekaeichi,framepack_kisekaeichi_ksampler")
     parser.add_argument("--resolution", type=int, default=640)
     parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--train-steps", type=int, default=20, help="FramePackTrainOneFrameLoRA steps (training template)")
+    parser.add_argument("--no-checkpointing", action="store_true", help="train without gradient checkpointing")
     parser.add_argument("--front-end-root", default=None)
+    parser.add_argument("--comfy-args", default="", help="extra main.py flags, e.g. --disable-dynamic-vram")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -50,7 +54,7 @@ def main(argv=None) -> int:
 
     random_models.install(models)
     demo.make_demo_images(scratch / "input")
-    extra = ["--front-end-root", args.front_end_root] if args.front_end_root else []
+    extra = (["--front-end-root", args.front_end_root] if args.front_end_root else []) + args.comfy_args.split()
     result = {"comfy_dir": str(comfy_dir), "resolution": args.resolution, "steps": args.steps, "runs": {}}
     with ComfyServer(scratch, cpu=False, comfy_dir=comfy_dir, extra_args=extra, timeout=600) as server:
         info = server.get("/object_info")
@@ -61,17 +65,24 @@ def main(argv=None) -> int:
             prompt = demo.build_prompt(demo.load_workflow(name), info, True, args.resolution, args.steps,
                                        prefix=f"gpu_{name}")
             demo.set_inputs(prompt, "KSampler", steps=args.steps)
+            demo.set_inputs(prompt, "FramePackTrainOneFrameLoRA", steps=args.train_steps,
+                            gradient_checkpointing=not args.no_checkpointing)
             times = []
             for _ in range(2):  # the first run includes loading the models
                 t = time.perf_counter()
-                entry = server.run(prompt)
+                try:
+                    entry = server.run(prompt)
+                except RuntimeError as e:  # keep what the server says, traceback included
+                    result["runs"][name] = {"error": str(e)[:3000], "server_log_tail": server.log()[-8000:]}
+                    break
                 times.append(time.perf_counter() - t)
                 prompt = json.loads(json.dumps(prompt))
                 for node in prompt.values():  # another seed, so ComfyUI's cache does not skip the sampler
                     for key in ("seed", "noise_seed"):
                         if key in node["inputs"] and isinstance(node["inputs"][key], int):
                             node["inputs"][key] += 1
-            result["runs"][name] = {"seconds": times, "images": len(demo.output_images(entry))}
+            else:
+                result["runs"][name] = {"seconds": times, "images": len(demo.output_images(entry))}
         log = server.log()
     result["log_lines"] = [line for line in log.splitlines() if LOG_LINES.search(line)]
     Path(args.out).write_text(json.dumps(result, indent=1))

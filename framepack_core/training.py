@@ -191,6 +191,12 @@ def train_lora(model, dataset: OneFrameDataset, captions: list, settings: Traini
 
     check_settings(settings, node)
     require_framepack_model(model, node)
+    if getattr(model, "is_dynamic", lambda: False)():
+        # Measured on ComfyUI 0.28.0 (H200, 2026-12-04): under ModelPatcherDynamic the loss came out with no
+        # gradient (the LoRA adapters never reached autograd); the classic patcher trains.
+        raise TrainingError(f"{node}: input 'model' is managed by ComfyUI's Dynamic VRAM, which this trainer cannot "
+                            f"train through yet: start ComfyUI with --disable-dynamic-vram to train (sampling keeps "
+                            f"working either way)")
     layout = dataset_layout(dataset, node)
     n = len(dataset.samples)
     if len(captions) == 1 and n > 1:
@@ -213,6 +219,7 @@ def train_lora(model, dataset: OneFrameDataset, captions: list, settings: Traini
     gen = torch.Generator().manual_seed(settings.seed)
     adapters = {}
     with torch.inference_mode(False):
+        _normal_tensors(diffusion_model)
         for name, linear in targets_lin:
             adapter = _new_adapter(linear, settings.rank, settings.alpha, gen)
             adapter.requires_grad_(True)
@@ -252,6 +259,22 @@ def train_lora(model, dataset: OneFrameDataset, captions: list, settings: Traini
                        metadata=training_metadata(settings, dataset, layout, len(losses), started_at,
                                                   _dtype_name(patcher.model.compute_dtype())),
                        losses=losses)
+
+
+def _normal_tensors(module: torch.nn.Module) -> None:
+    """Replace inference tensors among `module`'s parameters and buffers by normal copies (same values).
+
+    ComfyUI runs nodes under torch.inference_mode, so a model loaded by a loader node holds inference
+    tensors, which autograd refuses to use in a recorded op on the GPU ("Inference tensors do not track
+    version counter", measured through main.py on the H200). ComfyUI's own ops make the same copy
+    (comfy/ops.py `_quantized_apply`). One tensor at a time, so the peak grows by one tensor."""
+    for m in module.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None and p.is_inference():
+                m._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
+        for name, b in list(m._buffers.items()):
+            if b is not None and b.is_inference():
+                m._buffers[name] = b.clone()
 
 
 def _training_attention():

@@ -208,7 +208,7 @@ def train_kisekaeichi() -> dict:
     nodes = n1 + [
         {"key": "data", "type": "FramePackOneFrameDatasetFolder", "col": 1,
          "widgets": {"image_directory": TRAIN_IMAGES, "control_directory": TRAIN_CONTROLS, "resolution": 640}},
-        {"key": "pos", "type": "CLIPTextEncode", "col": 2, "title": "Captions (one per sample)"},
+        {"key": "pos", "type": "CLIPTextEncode", "col": 2, "width": COL0, "title": "Captions (one per sample)"},
         {"key": "layout", "type": "FramePackOneFrameLayout", "col": 3, "row": 1, "widgets": {"preset": "kisekaeichi"},
          "width": LAYOUT_WIDTH},
         _note("Train a kisekaeichi LoRA. Dataset (musubi-tuner's folders, under ComfyUI's input folder): "
