@@ -218,7 +218,8 @@ def train_kisekaeichi() -> dict:
               "The layout node (no start image: settings only) says how samples are laid out; the saved file "
               "records it. Later: FramePack LoRA Loader > lora_settings > a layout node with preset 'from LoRA'.\n"
               "800 steps at 640x640: see the README for the time and memory on your GPU."),
-        {"key": "train", "type": "FramePackTrainOneFrameLoRA", "col": 4},
+        {"key": "train", "type": "FramePackTrainOneFrameLoRA", "col": 4,
+         "widgets": {"control_after_generate": "fixed"}},  # one seed, one LoRA: a rerun trains the same
         {"key": "save", "type": "FramePackSaveOneFrameLoRA", "col": 4,
          "widgets": {"filename_prefix": "framepack_1f/kisekaeichi_lora"}},
         {"key": "loss", "type": "LossGraphNode", "col": 4, "widgets": {"filename_prefix": "framepack_1f_loss"}},
