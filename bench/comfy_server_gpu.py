@@ -33,10 +33,25 @@ LOG_LINES = re.compile(r"DynamicVRAM|[Dd]ynamic VRAM|aimdo|managed by|ComfyUI ve
                        re.IGNORECASE)
 
 
+def insert_torch_compile(prompt: dict) -> None:
+    """Route the sampler's MODEL through ComfyUI's TorchCompileModel (which, under Dynamic VRAM, asks the
+    model's loader for a classic patcher: the pack's `cached_patcher_init`)."""
+    sampler_types = {"KSampler", "KSamplerAdvanced", "CFGGuider", "BasicGuider", "FramePackOneFrameSampler"}
+    samplers = [n for n in prompt.values() if n["class_type"] in sampler_types and isinstance(n["inputs"].get("model"), list)]
+    if not samplers:
+        raise SystemExit("no sampler with a linked model input to compile in front of")
+    prompt["torch_compile"] = {"class_type": "TorchCompileModel",
+                               "inputs": {"model": samplers[0]["inputs"]["model"], "backend": "inductor"}}
+    for node in samplers:
+        node["inputs"]["model"] = ["torch_compile", 0]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--comfy-dir", default=None)
-    parser.add_argument("--workflows", default="framepack_kisekaeichi,framepack_kisekaeichi_ksampler")
+    parser.add_argument("--workflows", default="framepack_kisekaeichi,framepack_kisekaeichi_ksampler",
+                        help="example workflow names; NAME+compile runs NAME with ComfyUI's TorchCompileModel node "
+                             "in front of its sampler")
     parser.add_argument("--resolution", type=int, default=640)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--train-steps", type=int, default=20, help="FramePackTrainOneFrameLoRA steps (training template)")
@@ -59,11 +74,14 @@ def main(argv=None) -> int:
     with ComfyServer(scratch, cpu=False, comfy_dir=comfy_dir, extra_args=extra, timeout=600) as server:
         info = server.get("/object_info")
         for name in [w for w in args.workflows.split(",") if w]:
-            if not (demo.WORKFLOWS / f"{name}.json").is_file():
+            base, compiled = name.removesuffix("+compile"), name.endswith("+compile")
+            if not (demo.WORKFLOWS / f"{base}.json").is_file():
                 result["runs"][name] = {"error": "no such example workflow"}
                 continue
-            prompt = demo.build_prompt(demo.load_workflow(name), info, True, args.resolution, args.steps,
-                                       prefix=f"gpu_{name}")
+            prompt = demo.build_prompt(demo.load_workflow(base), info, True, args.resolution, args.steps,
+                                       prefix=f"gpu_{base}")
+            if compiled:
+                insert_torch_compile(prompt)
             demo.set_inputs(prompt, "KSampler", steps=args.steps)
             demo.set_inputs(prompt, "FramePackTrainOneFrameLoRA", steps=args.train_steps,
                             gradient_checkpointing=not args.no_checkpointing)

@@ -420,11 +420,12 @@ def _read_tensor(handle, record: TensorRecord, dtype: torch.dtype, scale: torch.
     return tensor.to(dtype)
 
 
-def load_framepack(name_or_path: str | os.PathLike, weight_dtype: str = "default"):
+def load_framepack(name_or_path: str | os.PathLike, weight_dtype: str = "default", disable_dynamic: bool = False):
     """Load a FramePack checkpoint (a name from `list_checkpoints()` or a path) as a ComfyUI MODEL.
 
     Returns a `CoreModelPatcher` / `ModelPatcher` whose `.model` is a `FramePackModel`, weights on the CPU (the file's
-    memory map under "default"), ready for `comfy.model_management.load_models_gpu`.
+    memory map under "default"), ready for `comfy.model_management.load_models_gpu`. `disable_dynamic` asks for the
+    classic `ModelPatcher` even where ComfyUI's Dynamic VRAM is on (ComfyUI's own loaders take the same flag).
     Raises `FramePackLoadError` for a bad file or `weight_dtype` before reading any weight.
     """
     requested = _parse_weight_dtype(weight_dtype)
@@ -503,6 +504,12 @@ def load_framepack(name_or_path: str | os.PathLike, weight_dtype: str = "default
     # ComfyUI's loaders build `CoreModelPatcher`, which a current ComfyUI's main.py swaps for its Dynamic
     # VRAM patcher at start-up (looked up here, at call time, for that reason); 0.3.75 has only ModelPatcher.
     patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    if disable_dynamic:
+        patcher_class = comfy.model_patcher.ModelPatcher
     patcher = patcher_class(model, load_device=load_device, offload_device=offload_device)
+    # The factory ComfyUI calls (with disable_dynamic=True) when a Dynamic VRAM model needs a classic
+    # patcher: `clone(disable_dynamic=True)` in TorchCompileModel, hooks, multi-GPU, and our trainer.
+    # comfy.sd.load_diffusion_model registers itself the same way.
+    patcher.cached_patcher_init = (load_framepack, (str(path), weight_dtype))
     logging.info("%s: managed by %s on %s", NODE_NAME, type(patcher).__name__, load_device)
     return patcher

@@ -27,6 +27,7 @@ musubi cannot read:
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -179,6 +180,26 @@ class OneFrameTrainSampler(comfy.samplers.Sampler):
         return latent_image
 
 
+def _classic_patcher(model, node: str):
+    """`model` itself, or, under ComfyUI's Dynamic VRAM, a classic `ModelPatcher` of the same file.
+
+    Measured on ComfyUI 0.28.0 (H200, 2026-12-04): through `ModelPatcherDynamic` the LoRA adapters never reach
+    autograd (the loss has no gradient); the classic patcher trains. ComfyUI takes the same way out for what its
+    Dynamic VRAM patcher cannot do (hooks, TorchCompileModel): `get_non_dynamic_delegate()` / `clone(disable_dynamic=
+    True)`, which reloads the weights through the loader's `cached_patcher_init` (ours registers it) and keeps the
+    patches already on the model (a stacked LoRA stays under the one being trained). The delegate holds its own copy
+    of the weights in RAM for as long as the input model lives, as it does for hooks."""
+    if not getattr(model, "is_dynamic", lambda: False)():
+        return model
+    if getattr(model, "cached_patcher_init", None) is None:
+        raise TrainingError(f"{node}: input 'model' is managed by ComfyUI's Dynamic VRAM and its loader cannot reload "
+                            f"it as a classic model (no cached_patcher_init): load it with FramePack's model loader, "
+                            f"or start ComfyUI with --disable-dynamic-vram to train")
+    logging.info("%s: the model is under Dynamic VRAM; training a classic-patcher copy of it "
+                 "(ComfyUI's non-dynamic delegate)", node)
+    return model.get_non_dynamic_delegate()
+
+
 def train_lora(model, dataset: OneFrameDataset, captions: list, settings: TrainingSettings,
                node: str = NODE, on_step=None) -> TrainedLora:
     """Train a LoRA on `dataset` (captions[i]: the CONDITIONING of sample i, or one for all).
@@ -191,12 +212,7 @@ def train_lora(model, dataset: OneFrameDataset, captions: list, settings: Traini
 
     check_settings(settings, node)
     require_framepack_model(model, node)
-    if getattr(model, "is_dynamic", lambda: False)():
-        # Measured on ComfyUI 0.28.0 (H200, 2026-12-04): under ModelPatcherDynamic the loss came out with no
-        # gradient (the LoRA adapters never reached autograd); the classic patcher trains.
-        raise TrainingError(f"{node}: input 'model' is managed by ComfyUI's Dynamic VRAM, which this trainer cannot "
-                            f"train through yet: start ComfyUI with --disable-dynamic-vram to train (sampling keeps "
-                            f"working either way)")
+    model = _classic_patcher(model, node)
     layout = dataset_layout(dataset, node)
     n = len(dataset.samples)
     if len(captions) == 1 and n > 1:

@@ -142,6 +142,23 @@ def test_replaced_file_is_reloaded(run_graph, unet_dir):
     assert torch.equal(second, tiny.reference_state_dict(2)["proj_out.weight"])
 
 
+def test_loader_registers_comfys_reload_factory(run_graph, unet_dir, reference_sd):
+    """ComfyUI reloads a Dynamic VRAM model as a classic one through `cached_patcher_init(..., disable_dynamic=True)`
+    (TorchCompileModel, hooks, multi-GPU, the pack's trainer). Without the factory those raise on our MODEL."""
+    import comfy.model_patcher
+
+    name = _unique("fp-reload") + ".safetensors"
+    tiny.save_single_file(unet_dir / name, SEED, dtype=torch.bfloat16)
+    patcher = _run_loader(run_graph, name, "bf16")
+    factory, args = patcher.cached_patcher_init
+    reloaded = factory(*args, disable_dynamic=True)
+    assert type(reloaded) is comfy.model_patcher.ModelPatcher
+    assert reloaded.model is not patcher.model
+    assert reloaded.model.framepack_config == patcher.model.framepack_config
+    _assert_same_tensors(_model_sd(reloaded), _model_sd(patcher))
+    _assert_same_tensors(_model_sd(reloaded), {k: v.to(torch.bfloat16) for k, v in reference_sd.items()})
+
+
 def test_list_checkpoints_only_safetensors_and_folders(unet_dir, loader_module):
     single = _unique("single") + ".safetensors"
     tiny.save_single_file(unet_dir / "sub" / single, SEED)
