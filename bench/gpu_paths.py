@@ -14,6 +14,7 @@ Paths (each compared on the same random weights and inputs):
 * fp8_scaled_mm  fp8 e4m3fn weights through comfy.ops.fp8_ops (torch._scaled_mm)
 * fp8_manual_cast  the same fp8 weights cast to bf16 per layer (the loader's "fp8_e4m3fn")
 * fp8_fast_loader  a bf16 file through `load_framepack(..., "fp8_e4m3fn_fast")` (the user's path)
+* fa4     attention through FlashAttention-4 (optional package), eager, compiled and low-VRAM
 * lowvram  weights in CPU RAM, ComfyUI partial loading with about half of them on the GPU
 and the full sampler (6 UniPC steps) resident vs low-VRAM.
 """
@@ -118,6 +119,22 @@ def main(argv=None) -> int:
     save()
     del pc
 
+    # FlashAttention-4 through ComfyUI's optimized_attention_override hook, eager and compiled
+    # (only where the optional flash-attn-4 package imports)
+    fa4 = B._core("attention_fa4")
+    res["fa4_import_error"] = fa4.fa4_import_error()
+    pfa = None
+    if not args.cpu_smoke and res["fa4_import_error"] is None:
+        pfa = fa4.use_fa4(base)
+        pfc = pfa.clone()
+        set_torch_compile_wrapper(pfc, backend="inductor", dynamic=False, keys=B._block_keys(pfc.model.diffusion_model))
+        for name, inp in inputs.items():
+            res[name]["fa4_vs_bf16"] = _rel(velocity(pfa, inp), v[name])
+            res[name]["fa4_vs_fp32"] = _rel(velocity(pfa, inp), v32[name])
+            res[name]["fa4_compiled_vs_bf16"] = _rel(velocity(pfc, inp), v[name])
+        del pfc
+        save()
+
     # fp8
     sd8 = B.fp8_state_dict(sd)
     for key, ops in (("fp8_scaled_mm", comfy.ops.fp8_ops), ("fp8_manual_cast", comfy.ops.manual_cast)):
@@ -168,6 +185,8 @@ def main(argv=None) -> int:
         res["lowvram_weights_on_gpu_fraction"] = on_gpu / weights_bytes
         for name, inp in inputs.items():
             res[name]["lowvram_vs_bf16"] = _rel(velocity(pl, inp), v[name])
+            if pfa is not None:  # FlashAttention-4 on the partially loaded model
+                res[name]["lowvram_fa4_vs_bf16"] = _rel(velocity(fa4.use_fa4(pl), inp), v[name])
         if lat_resident is not None:
             with torch.inference_mode():
                 lat_low = smp.sample_one_frame(pl, cond, cond, layout, seed=5, steps=6)["samples"].cpu()

@@ -56,11 +56,19 @@ def test_gpu_paths_script_runs_on_cpu(tmp_path):
     assert not res["fp8_compute_available"] and "manual_cast" in res["fp8_fast_loader_layer"], res
 
 
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (fast paths are "
+                               "GPU-only); run on a GPU machine: pytest tests/test_gpu_paths.py")
+
+
+@pytest.fixture(scope="module")
+def gpu_results(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("gpu_paths"), timeout=1200)
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (fast paths are GPU-only); "
-                    "run on a GPU machine: pytest tests/test_gpu_paths.py")
-def test_fast_paths_match_bf16_on_gpu(tmp_path):
-    res = _run(tmp_path, timeout=1200)
+@needs_gpu
+def test_fast_paths_match_bf16_on_gpu(gpu_results):
+    res = gpu_results
     assert "sampler_error" not in res, res.get("sampler_error")
     for layout in ("kisekaeichi", "oichi_default"):
         r = res[layout]
@@ -77,3 +85,26 @@ def test_fast_paths_match_bf16_on_gpu(tmp_path):
     assert res["fp8_compute_available"] and "fp8_ops" in res["fp8_fast_loader_layer"], res
     assert res["sampler_finite"], res
     assert res["sampler_lowvram_vs_resident"] <= 1e-5, res
+
+
+def _fa4_missing() -> str | None:
+    try:
+        from flash_attn.cute import flash_attn_func  # noqa: F401
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.skipif(_fa4_missing() is not None, reason="needs the optional flash-attn-4 package")
+def test_fa4_matches_sdpa_on_gpu(gpu_results):
+    """FlashAttention-4 (eager, compiled, on a low-VRAM model) gives the SDPA path's velocity to bf16
+    rounding: no further from float32 than bf16 SDPA is (≤ 1.5 × its error + 2e-3)."""
+    res = gpu_results
+    assert res["fa4_import_error"] is None, res["fa4_import_error"]
+    for layout in ("kisekaeichi", "oichi_default"):
+        r = res[layout]
+        assert r["fa4_vs_bf16"] <= 2e-2 and r["fa4_compiled_vs_bf16"] <= 2e-2, r
+        assert r["fa4_vs_fp32"] <= 1.5 * r["bf16_vs_fp32"] + 2e-3, r
+        assert r["lowvram_fa4_vs_bf16"] <= 2e-2, r
