@@ -155,6 +155,10 @@ def section_reference(R: Results, state: dict, layouts: list[str], iters: int) -
         r["vram"] = H.peak_vram_during(lambda: ref(**kw))
         v = ref(**kw)[0]
         state["velocity"][("reference", name)] = v.float().cpu()
+        if key.endswith("_graph"):  # a CUDA graph replays the same kernels: compare with the same path ungraphed
+            vg = state.get("velocity", {}).get((key[:-len("_graph")], name))
+            if vg is not None:
+                r["velocity_rel_err_vs_ungraphed"] = _rel(v, vg)
         r["velocity_finite"] = bool(torch.isfinite(v).all())
         r["velocity_rms"] = float(v.float().pow(2).mean().sqrt())
 
@@ -315,7 +319,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_apply_model=False):
+def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_apply_model=False, graph_run=None):
     dm = patcher.model.diffusion_model
     base = patcher.model
     topts = _transformer_options(patcher)
@@ -324,6 +328,8 @@ def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_
         inp = H.make_inputs(H.LAYOUTS[name], seed=1)
         kw = ours_kwargs(inp)
         sigma = inp["timestep"] / 1000
+        if graph_run is not None:  # forwards outside a sampling run: give them a run of their own
+            topts[graph_run.RUN_KEY] = graph_run.GraphRun(patcher)
 
         if through_apply_model:
             def fwd():
@@ -351,6 +357,10 @@ def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_
         vb = state.get("velocity", {}).get(("ours_apply_model" if through_apply_model else "ours", name))
         if vb is not None and key not in ("ours", "ours_apply_model"):
             r["velocity_rel_err_vs_ours_bf16"] = _rel(v, vb)
+        if key.endswith("_graph"):  # a CUDA graph replays the same kernels: compare with the same path ungraphed
+            vg = state.get("velocity", {}).get((key[:-len("_graph")], name))
+            if vg is not None:
+                r["velocity_rel_err_vs_ungraphed"] = _rel(v, vg)
         r["velocity_finite"] = bool(torch.isfinite(v).all())
         r["achieved_tflops"] = r["tflop"] / r["forward"]["median_ms"] * 1e3
         if "floor_ms" in r:
@@ -367,11 +377,20 @@ def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_
                 lb = state.get("latent", {}).get(("ours", name))
                 if lb is not None and key != "ours":
                     r["final_latent_rel_err_vs_ours_bf16"] = _rel(lat, lb)
+                lg = state.get("latent", {}).get((key[:-len("_graph")], name)) if key.endswith("_graph") else None
+                if lg is not None:
+                    r["final_latent_rel_err_vs_ungraphed"] = _rel(lat, lg)
             else:
                 def call(x, s):
                     return dm(x, torch.full_like(inp["timestep"], s * 1000), inp["context"], **kw)
                 r["sampler_25_s"], _ = _time_steps(call, inp["x"])
                 r["sampler_kind"] = "25 model calls + flow Euler update (sampler module missing)"
+        if graph_run is not None:
+            run = topts.pop(graph_run.RUN_KEY)
+            r["graph_forward"] = dict(usable=run.usable, captures=run.captures, replays=run.replays)
+            run.close()
+            if sampler:
+                r["graph_sampler_run"] = dict(graph_run.LAST_RUN)
         res[name] = r
         R.put(key, res)
         log(f"{key} {name}: {r['forward']['median_ms']:.1f} ms/forward ({r.get('x_floor', 0):.2f}x floor, "
@@ -461,6 +480,36 @@ def section_fa4(R, state, layouts, iters):
     _measure_ours(R, state, "ours_fa4_compiled", pc, layouts, iters, through_apply_model=True)
     _profile(R, state, "profile_ours_fa4_compiled", pc, layouts[0])
     del pf, pc
+
+
+def section_cuda_graph(R, state, layouts, iters):
+    """Lever: the whole forward as one CUDA graph per sampling run (bench/cuda_graph_lever.py), on
+    the compiled blocks, bf16 and (kisekaeichi) fp8 matmuls; the 25-step time includes the eager
+    first call and the capture. With FlashAttention-4 too where it imports."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    import cuda_graph_lever as cg
+    fa4 = importlib.import_module(f"{H.PACK_NAME}.framepack_core.attention_fa4")
+    patcher = state.get("ours") or build_ours(_weights(state))
+    variants = [("ours_compiled_graph", patcher, layouts)]
+    if fa4.fa4_import_error() is None:
+        variants.append(("ours_fa4_compiled_graph", fa4.use_fa4(patcher), layouts))
+    for key, p, lays in variants:
+        pc = cg.use_cuda_graph(p)
+        set_torch_compile_wrapper(pc, backend="inductor", dynamic=False, keys=_block_keys(pc.model.diffusion_model))
+        _measure_ours(R, state, key, pc, lays, iters, through_apply_model=True, graph_run=cg)
+        del pc
+    import comfy.ops
+
+    if "sd8" not in state:
+        state["sd8"] = fp8_state_dict(_weights(state))
+    p8 = build_ours(state["sd8"], operations=comfy.ops.fp8_ops, weight_dtype=torch.float8_e4m3fn,
+                    compute_dtype=torch.bfloat16)
+    pc = cg.use_cuda_graph(p8)
+    set_torch_compile_wrapper(pc, backend="inductor", dynamic=False, keys=_block_keys(pc.model.diffusion_model))
+    _measure_ours(R, state, "fp8_scaled_mm_compiled_graph", pc, [l for l in layouts if l == "kisekaeichi"], iters,
+                  through_apply_model=True, graph_run=cg)
+    del pc, p8
 
 
 def section_ours_apply_model(R, state, layouts, iters):
@@ -842,7 +891,7 @@ def _magcache_compiled(R, mc, patcher, name, calibrated):
         log(f"magcache random {label}: {sec:.2f} s, err {_rel(lat, base.float()):.3f}")
 
 
-SECTIONS = ["env", "floor", "reference", "reference_compiled", "ours", "ours_apply_model", "profile_eager", "ours_compiled", "fa4", "fp8", "batch", "lowvram", "step_cache", "magcache"]
+SECTIONS = ["env", "floor", "reference", "reference_compiled", "ours", "ours_apply_model", "profile_eager", "ours_compiled", "fa4", "cuda_graph", "fp8", "batch", "lowvram", "step_cache", "magcache"]
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,7 @@ Paths (each compared on the same random weights and inputs):
 * fp8_scaled_mm  fp8 e4m3fn weights through comfy.ops.fp8_ops (torch._scaled_mm)
 * fp8_manual_cast  the same fp8 weights cast to bf16 per layer (the loader's "fp8_e4m3fn")
 * fp8_fast_loader  a bf16 file through `load_framepack(..., "fp8_e4m3fn_fast")` (the user's path)
+* graph   the whole forward as one CUDA graph per sampling run (off by itself on low VRAM / CPU)
 * fa4     attention through FlashAttention-4 (optional package), eager, compiled and low-VRAM
 * lowvram  weights in CPU RAM, ComfyUI partial loading with about half of them on the GPU
 and the full sampler (6 UniPC steps) resident vs low-VRAM.
@@ -68,8 +69,10 @@ def main(argv=None) -> int:
     inputs = {name: H.make_inputs(H.LAYOUTS[name], height=hw, width=hw, seed=4, device=dev, config=cfg)
               for name in ("kisekaeichi", "oichi_default")}
 
-    def velocity(patcher, inp, dtype=torch.bfloat16):
+    def velocity(patcher, inp, dtype=torch.bfloat16, graph_run=None):
         topts = B._transformer_options(patcher)
+        if graph_run is not None:  # a CUDA-graph run outside the sampler (bench/cuda_graph_lever.py)
+            topts[cg.RUN_KEY] = graph_run
         kw = {k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() and k != "guidance" else v)
               for k, v in B.ours_kwargs(inp).items()}
         # guidance as an integer tensor: ComfyUI's apply_model casts float extras to the compute
@@ -81,6 +84,7 @@ def main(argv=None) -> int:
                                            transformer_options=topts, **kw)
         return ((inp["x"].float() - x0.float()) / sigma.view(-1, 1, 1, 1, 1)).cpu()
 
+    import cuda_graph_lever as cg
     base = B.build_ours(sd)
     mm.load_models_gpu([base])
     v = {name: velocity(base, inp) for name, inp in inputs.items()}
@@ -118,6 +122,21 @@ def main(argv=None) -> int:
         res[name]["compiled_finite"] = bool(torch.isfinite(vc).all())
     save()
     del pc
+
+    # the whole forward as a CUDA graph: 1st call eager, 2nd captures and replays, 3rd replays
+    pg = cg.use_cuda_graph(base)
+    for name, inp in inputs.items():
+        run = cg.GraphRun(pg)
+        outs = [velocity(pg, inp, graph_run=run) for _ in range(3)]
+        res[name]["graph_vs_bf16"] = max(_rel(o, v[name]) for o in outs)
+        res[name]["graph_replays"] = run.replays
+        run.close()
+    if lat_resident is not None:
+        with torch.inference_mode():
+            lat_g = smp.sample_one_frame(pg, cond, cond, layout, seed=5, steps=6)["samples"].cpu()
+        res["sampler_graph_vs_resident"] = _rel(lat_g, lat_resident)
+        res["sampler_graph_run"] = dict(cg.LAST_RUN)
+    save()
 
     # FlashAttention-4 through ComfyUI's optimized_attention_override hook, eager and compiled
     # (only where the optional flash-attn-4 package imports)
@@ -191,6 +210,11 @@ def main(argv=None) -> int:
             with torch.inference_mode():
                 lat_low = smp.sample_one_frame(pl, cond, cond, layout, seed=5, steps=6)["samples"].cpu()
             res["sampler_lowvram_vs_resident"] = _rel(lat_low, lat_resident)
+            with torch.inference_mode():  # CUDA graphs must turn themselves off on a partially loaded model
+                lat_low_g = smp.sample_one_frame(cg.use_cuda_graph(pl), cond, cond, layout, seed=5,
+                                                 steps=6)["samples"].cpu()
+            res["sampler_lowvram_graph_vs_lowvram"] = _rel(lat_low_g, lat_low)
+            res["sampler_lowvram_graph_run"] = dict(cg.LAST_RUN)
             res["sampler_finite"] = bool(torch.isfinite(lat_resident).all())
     finally:
         mm.EXTRA_RESERVED_VRAM = old

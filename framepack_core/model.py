@@ -609,6 +609,13 @@ def _to_batch(t: torch.Tensor, batch: int, name: str) -> torch.Tensor:
     raise ValueError(f"FramePackTransformer: `{name}` has batch {t.shape[0]}, the latent has batch {batch}")
 
 
+def _keep_valid_tokens(context: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Batch 1: the prompt's valid tokens only; an all-padding prompt keeps its first token."""
+    keep = valid[0].clone()
+    keep[0] |= ~keep.any()
+    return context[:, keep]
+
+
 def _indices(idx, batch: int, count: int, name: str, device) -> torch.Tensor:
     """1-D (shared) or (B, k) per-sample frame indices -> (1 or B, k) on `device`."""
     if idx is None:
@@ -689,9 +696,7 @@ class FramePackTransformer(nn.Module):
                 raise ValueError(f"FramePackTransformer: `context_mask` must be {tuple(context.shape[:2])}, "
                                  f"got {tuple(valid.shape)}")
             if batch == 1:  # crop to the valid tokens: no mask at all (one host sync per forward)
-                keep = valid[0].clone()
-                keep[0] |= ~keep.any()  # an all-padding prompt keeps its first token (no empty text)
-                context = context[:, keep]
+                context = _keep_valid_tokens(context, valid)
             else:
                 # Compact each sample's valid tokens to the front (order kept): text tokens carry
                 # no position, so this changes nothing but makes "valid" a prefix per sample.

@@ -1,4 +1,5 @@
-"""The GPU fast paths (torch.compile, fp8 matmuls, low-VRAM partial loading) against plain bf16.
+"""The GPU fast paths (torch.compile, fp8 matmuls, CUDA graphs, FlashAttention-4, low-VRAM partial
+loading) against plain bf16.
 
 The checks run in `bench/gpu_paths.py` in a subprocess: it boots ComfyUI WITH the GPU (this test
 session's ComfyUI is booted with --cpu, so its model management never sees CUDA). The model is
@@ -52,6 +53,9 @@ def test_gpu_paths_script_runs_on_cpu(tmp_path):
         assert 0 < r["bf16_vs_fp32"] < 3e-2, r
         assert r["fp8_manual_cast_vs_bf16"] < 0.25 and r["fp8_scaled_mm_vs_bf16"] < 0.25, r
         assert 0 < r["fp8_fast_loader_vs_bf16"] < 0.25, r
+        assert r["graph_vs_bf16"] == 0 and r["graph_replays"] == 0, r  # no graphs on a CPU: plain calls
+    assert res["sampler_graph_run"] == dict(usable=False, captures=0, replays=0), res
+    assert res["sampler_graph_vs_resident"] == 0, res
     # no fp8 compute on a CPU: the loader's "fp8_e4m3fn_fast" falls back to manual casting
     assert not res["fp8_compute_available"] and "manual_cast" in res["fp8_fast_loader_layer"], res
 
@@ -80,7 +84,15 @@ def test_fast_paths_match_bf16_on_gpu(gpu_results):
         assert r["fp8_manual_cast_vs_bf16"] <= 0.25, r
         assert 0 < r["fp8_fast_loader_vs_bf16"] <= 0.25, r
         assert r["lowvram_vs_bf16"] <= 1e-5, r
+        # CUDA graph replays: the same kernels as the eager call, the same velocity
+        assert r["graph_vs_bf16"] <= 1e-5 and r["graph_replays"] == 2, r
     assert 0.1 <= res["lowvram_weights_on_gpu_fraction"] <= 0.9, res
+    # 6 sampler steps: eager, capture + replay, 4 replays; the same latent as without graphs
+    assert res["sampler_graph_run"] == dict(usable=True, captures=1, replays=5), res
+    assert res["sampler_graph_vs_resident"] <= 1e-5, res
+    # low VRAM: graphs off by themselves, the latent the low-VRAM run gives without them
+    assert res["sampler_lowvram_graph_run"]["usable"] is False, res
+    assert res["sampler_lowvram_graph_vs_lowvram"] == 0, res
     # the loader's "fp8_e4m3fn_fast" really selects ComfyUI's fp8-matmul layers on a Hopper GPU
     assert res["fp8_compute_available"] and "fp8_ops" in res["fp8_fast_loader_layer"], res
     assert res["sampler_finite"], res
