@@ -540,13 +540,14 @@ def _profile(R, state, key, patcher, name):
         if not t or e.key.startswith("ProfilerStep"):
             continue
         k = e.key.lower()
-        # attention first: FlashAttention-4's CuTe DSL kernels carry "cutlass" in their names too
-        if any(s in k for s in ("flash", "fmha", "attention", "cudnn", "sdpa")):
+        # triton first: inductor names fused kernels after the ops around them ("..._cudnn_attention_...");
+        # then attention: FlashAttention-4's CuTe DSL kernels carry "cutlass" in their names too
+        if "triton" in k:
+            c = "triton_fused"
+        elif any(s in k for s in ("flash", "fmha", "attention", "cudnn", "sdpa")):
             c = "attention"
         elif any(s in k for s in ("gemm", "sm90_xmma", "cutlass", "nvjet", "matmul", "_mm_")):
             c = "matmul"
-        elif "triton" in k:
-            c = "triton_fused"
         else:
             c = "other"
         cats[c] = cats.get(c, 0) + t / 1e3

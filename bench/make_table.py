@@ -17,9 +17,14 @@ ROWS = [
     ("reference_compiled", "reference, blocks torch.compile'd"),
     ("ours", "ours bf16, eager"),
     ("ours_compiled", "ours bf16, blocks compiled (ComfyUI hook)"),
+    ("ours_fa4", "ours bf16, FlashAttention-4, eager"),
+    ("ours_fa4_compiled", "ours bf16, FlashAttention-4, compiled"),
+    ("ours_compiled_graph", "ours bf16, compiled, CUDA graph per run (bench lever)"),
     ("fp8_manual_cast", "ours fp8 weights, manual cast (loader default)"),
     ("fp8_scaled_mm", "ours fp8, comfy fp8_ops (_scaled_mm), eager"),
     ("fp8_scaled_mm_compiled", "ours fp8 _scaled_mm, compiled"),
+    ("fp8_scaled_mm_fa4_compiled", "ours fp8 _scaled_mm, FlashAttention-4, compiled"),
+    ("fp8_scaled_mm_compiled_graph", "ours fp8 _scaled_mm, compiled, CUDA graph per run (bench lever)"),
     ("fp8_scaled_per_tensor", "ours fp8 per-tensor scaled, eager"),
 ]
 
