@@ -16,32 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import cuda_time_ms  # noqa: E402  (torch only; no ComfyUI needed)
+
 HEADS, HEAD_DIM = 24, 128
 # N per layout at 640x640 (bench/_harness.LAYOUTS: image tokens + 729 SigLIP + 120 text tokens)
 LAYOUT_TOKENS = {"kisekaeichi": 5649, "oichi_default": 6449, "1f_mc": 7249}
-
-
-def time_ms(fn, iters: int = 20, warmup: int = 3) -> dict:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return dict(median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times))
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -75,7 +63,7 @@ def measure(n: int, fa4) -> dict:
     def record(name, fn, to_bhnd):
         try:
             o = fn()
-            r = time_ms(fn)
+            r = cuda_time_ms(fn, iters=20)
             r["tflops"] = flop / r["median_ms"] / 1e9
             r["rel_err_vs_fp32"] = rel_err(to_bhnd(o), ref)
         except Exception as e:
@@ -92,7 +80,7 @@ def measure(n: int, fa4) -> dict:
                     return F.scaled_dot_product_attention(*qkv)
             record(f"sdpa_{bname}_{lname}", fn, lambda o: o)
     o = F.scaled_dot_product_attention(*view)
-    out["output_transpose_copy"] = time_ms(lambda: o.transpose(1, 2).reshape(1, n, HEADS * HEAD_DIM))
+    out["output_transpose_copy"] = cuda_time_ms(lambda: o.transpose(1, 2).reshape(1, n, HEADS * HEAD_DIM))
     if fa4 is not None:
         def fa4_rows():
             o = fa4(q_rows, k_rows, v_rows)

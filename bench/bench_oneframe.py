@@ -155,10 +155,6 @@ def section_reference(R: Results, state: dict, layouts: list[str], iters: int) -
         r["vram"] = H.peak_vram_during(lambda: ref(**kw))
         v = ref(**kw)[0]
         state["velocity"][("reference", name)] = v.float().cpu()
-        if key.endswith("_graph"):  # a CUDA graph replays the same kernels: compare with the same path ungraphed
-            vg = state.get("velocity", {}).get((key[:-len("_graph")], name))
-            if vg is not None:
-                r["velocity_rel_err_vs_ungraphed"] = _rel(v, vg)
         r["velocity_finite"] = bool(torch.isfinite(v).all())
         r["velocity_rms"] = float(v.float().pow(2).mean().sqrt())
 
@@ -319,7 +315,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_apply_model=False, graph_run=None):
+def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_apply_model=False, graph_lever=None):
     dm = patcher.model.diffusion_model
     base = patcher.model
     topts = _transformer_options(patcher)
@@ -328,8 +324,8 @@ def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_
         inp = H.make_inputs(H.LAYOUTS[name], seed=1)
         kw = ours_kwargs(inp)
         sigma = inp["timestep"] / 1000
-        if graph_run is not None:  # forwards outside a sampling run: give them a run of their own
-            topts[graph_run.RUN_KEY] = graph_run.GraphRun(patcher)
+        if graph_lever is not None:  # forwards outside a sampling run: give them a run of their own
+            topts[graph_lever.RUN_KEY] = graph_lever.GraphRun(patcher)
 
         if through_apply_model:
             def fwd():
@@ -385,12 +381,12 @@ def _measure_ours(R, state, key, patcher, layouts, iters, sampler=True, through_
                     return dm(x, torch.full_like(inp["timestep"], s * 1000), inp["context"], **kw)
                 r["sampler_25_s"], _ = _time_steps(call, inp["x"])
                 r["sampler_kind"] = "25 model calls + flow Euler update (sampler module missing)"
-        if graph_run is not None:
-            run = topts.pop(graph_run.RUN_KEY)
+        if graph_lever is not None:
+            run = topts.pop(graph_lever.RUN_KEY)
             r["graph_forward"] = dict(usable=run.usable, captures=run.captures, replays=run.replays)
             run.close()
             if sampler:
-                r["graph_sampler_run"] = dict(graph_run.LAST_RUN)
+                r["graph_sampler_run"] = dict(graph_lever.LAST_RUN)
         res[name] = r
         R.put(key, res)
         log(f"{key} {name}: {r['forward']['median_ms']:.1f} ms/forward ({r.get('x_floor', 0):.2f}x floor, "
@@ -497,7 +493,7 @@ def section_cuda_graph(R, state, layouts, iters):
     for key, p, lays in variants:
         pc = cg.use_cuda_graph(p)
         set_torch_compile_wrapper(pc, backend="inductor", dynamic=False, keys=_block_keys(pc.model.diffusion_model))
-        _measure_ours(R, state, key, pc, lays, iters, through_apply_model=True, graph_run=cg)
+        _measure_ours(R, state, key, pc, lays, iters, through_apply_model=True, graph_lever=cg)
         del pc
     import comfy.ops
 
@@ -508,7 +504,7 @@ def section_cuda_graph(R, state, layouts, iters):
     pc = cg.use_cuda_graph(p8)
     set_torch_compile_wrapper(pc, backend="inductor", dynamic=False, keys=_block_keys(pc.model.diffusion_model))
     _measure_ours(R, state, "fp8_scaled_mm_compiled_graph", pc, [l for l in layouts if l == "kisekaeichi"], iters,
-                  through_apply_model=True, graph_run=cg)
+                  through_apply_model=True, graph_lever=cg)
     del pc, p8
 
 

@@ -42,6 +42,13 @@ from _harness import PACK_NAME
 MAGCACHE_RUN_KEY = importlib.import_module(f"{PACK_NAME}.framepack_core.magcache").RUN_KEY
 _model = importlib.import_module(f"{PACK_NAME}.framepack_core.model")
 
+__all__ = ["GraphRun", "LAST_RUN", "use_cuda_graph"]
+
+WRAPPER_KEY = "framepack_cuda_graph"
+RUN_KEY = "framepack_cuda_graph_run"
+MAX_GRAPHS_PER_RUN = 4  # e.g. cond and uncond at different batch sizes
+LAST_RUN: dict = {}  # what the last sampling run did: usable, captures, replays (the log line, for tests)
+
 
 def crop_to_valid_text(context: torch.Tensor, context_mask: torch.Tensor, batch: int):
     """(context, context_mask) -> the same text with no mask where the forward would need none: at
@@ -55,13 +62,6 @@ def crop_to_valid_text(context: torch.Tensor, context_mask: torch.Tensor, batch:
     if bool(valid.all()):
         return context, None
     return context, context_mask
-
-__all__ = ["GraphRun", "LAST_RUN", "use_cuda_graph"]
-
-WRAPPER_KEY = "framepack_cuda_graph"
-RUN_KEY = "framepack_cuda_graph_run"
-MAX_GRAPHS_PER_RUN = 4  # e.g. cond and uncond at different batch sizes
-LAST_RUN: dict = {}  # what the last sampling run did: usable, captures, replays (the log line, for tests)
 
 
 class _Graph:

@@ -148,8 +148,9 @@ def main(argv=None) -> int:
         pfc = pfa.clone()
         set_torch_compile_wrapper(pfc, backend="inductor", dynamic=False, keys=B._block_keys(pfc.model.diffusion_model))
         for name, inp in inputs.items():
-            res[name]["fa4_vs_bf16"] = _rel(velocity(pfa, inp), v[name])
-            res[name]["fa4_vs_fp32"] = _rel(velocity(pfa, inp), v32[name])
+            vf = velocity(pfa, inp)
+            res[name]["fa4_vs_bf16"] = _rel(vf, v[name])
+            res[name]["fa4_vs_fp32"] = _rel(vf, v32[name])
             res[name]["fa4_compiled_vs_bf16"] = _rel(velocity(pfc, inp), v[name])
         del pfc
         save()

@@ -96,8 +96,6 @@ def use_fa4(model_patcher):
     if err is not None:
         raise RuntimeError(f"FlashAttention-4 (pip package flash-attn-4) is not usable here: {err}")
     load_fa4_kernel()
-    m = model_patcher.clone()
-    m.model_options.setdefault("transformer_options", {})
-    m.model_options["transformer_options"] = dict(m.model_options["transformer_options"])
-    m.model_options["transformer_options"]["optimized_attention_override"] = fa4_attention_override
+    m = model_patcher.clone()  # clone() copies the nested model_options: the original keeps its attention
+    m.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = fa4_attention_override
     return m

@@ -18,22 +18,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tiny_framepack
 from comfy.ldm.modules import attention as comfy_attention
 from conftest import GraphError
 from framepack_oneframe.framepack_core import attention_fa4
-from framepack_oneframe.framepack_core.model import FramePackTransformer, infer_config
 from test_comfy_sampling import _transformer_class, pack_graph
+from test_model_invariants import model  # noqa: F401  (fixture: the tiny reference-weight transformer)
 from test_model_parity import make_inputs
 from test_oneframe_graph import fp_models, images, latent  # noqa: F401  (fixtures)
-
-
-@pytest.fixture(scope="module")
-def model():
-    state = tiny_framepack.reference_state_dict(seed=0)
-    m = FramePackTransformer(infer_config({k: v.shape for k, v in state.items()}))
-    m.load_state_dict(state, strict=True)
-    return m.eval()
 
 
 def _run(model, inp, transformer_options):
