@@ -65,12 +65,14 @@ def find_comfy_dir() -> Path:
     return find()
 
 
-def boot_comfy(extra_args: list[str] | None = None) -> Path:
+def boot_comfy(extra_args: list[str] | None = None, dynamic_vram: bool = False) -> Path:
     """Import ComfyUI's backend the way main.py does, on the GPU (no --cpu).
 
     `extra_args` are ComfyUI command-line flags, e.g. ["--reserve-vram", "60"]. The pack is made
     importable as `framepack_oneframe` without running its root `__init__` (which imports the
     V3 node API and, through it, PyAV; the benchmarks need only `framepack_core`).
+    `dynamic_vram`: also switch on ComfyUI's Dynamic VRAM (comfy-aimdo) as a current main.py does at
+    start-up; raises where this ComfyUI has none (0.3.75) or aimdo does not start.
     """
     if "comfy" in sys.modules:
         return find_comfy_dir()
@@ -83,14 +85,43 @@ def boot_comfy(extra_args: list[str] | None = None) -> Path:
     import comfy.options
 
     comfy.options.enable_args_parsing()
+    if dynamic_vram:  # main.py loads aimdo before the backend's first CUDA use
+        import comfy_aimdo.control
+
+        comfy_aimdo.control.init()
     import utils.extra_config  # noqa: F401  (must precede `nodes`, which shadows `utils`)
     import folder_paths  # noqa: F401
+
+    if dynamic_vram:
+        _enable_dynamic_vram()
 
     if PACK_NAME not in sys.modules:
         pkg = types.ModuleType(PACK_NAME)
         pkg.__path__ = [str(REPO_ROOT)]
         sys.modules[PACK_NAME] = pkg
     return comfy_dir
+
+
+def _enable_dynamic_vram() -> None:
+    """What a current ComfyUI's main.py does when Dynamic VRAM is on: aimdo takes the devices and the
+    loaders' patcher class (`CoreModelPatcher`) becomes `ModelPatcherDynamic`."""
+    import comfy.memory_management
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy_aimdo.control
+    from comfy.cli_args import args
+
+    if not hasattr(comfy.model_patcher, "ModelPatcherDynamic"):
+        raise RuntimeError("this ComfyUI has no Dynamic VRAM (ModelPatcherDynamic); it needs a current ComfyUI")
+    try:
+        headroom = int(getattr(args, "vram_headroom", 0) * 1024 ** 3)
+        ok = comfy_aimdo.control.init_devices((d.index, headroom) for d in mm.get_all_torch_devices())
+    except TypeError:  # comfy-aimdo 0.4.9 protocol
+        ok = comfy_aimdo.control.init_devices(d.index for d in mm.get_all_torch_devices())
+    if not ok:
+        raise RuntimeError("comfy-aimdo did not start on this machine: no Dynamic VRAM")
+    comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
+    comfy.memory_management.aimdo_enabled = True
 
 
 def have_module(name: str) -> bool:
@@ -323,6 +354,53 @@ def cuda_time_ms(fn, iters: int = 10, warmup: int = 3) -> dict:
         b.synchronize()
         times.append(a.elapsed_time(b))
     return dict(median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times), n=len(times))
+
+
+def h2d_bandwidth_gbs(mib: int = 1024, iters: int = 5) -> dict:
+    """Host-to-GPU copy rate in GB/s (1e9 bytes) from pinned and from pageable memory, one `mib` MiB
+    buffer, median of `iters`: the ceiling of any low-VRAM run that streams weights every step."""
+    n = mib * 2**20
+    dst = torch.empty(n, dtype=torch.uint8, device="cuda")
+    out = {}
+    for name, pin in (("pinned", True), ("pageable", False)):
+        src = torch.randint(0, 255, (n,), dtype=torch.uint8).pin_memory() if pin else \
+            torch.randint(0, 255, (n,), dtype=torch.uint8)
+        r = cuda_time_ms(lambda: dst.copy_(src, non_blocking=pin), iters=iters, warmup=1)
+        out[f"{name}_gbs"] = n / (r["median_ms"] / 1e3) / 1e9
+        del src
+    return out
+
+
+class GpuOccupier:
+    """Leaves this process about `free_gib` of free GPU memory by holding the rest in a child process,
+    so that every allocator (torch's, ComfyUI's estimates, Dynamic VRAM's aimdo) sees a smaller card, as on
+    a real one; `with GpuOccupier(8) as occ:` then `occ.free_gib` is what is free at the start."""
+
+    def __init__(self, free_gib: float):
+        self.free_gib_wanted = free_gib
+        self.proc = None
+        self.free_gib = None
+
+    def __enter__(self):
+        import subprocess
+
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        free = torch.cuda.mem_get_info()[0]
+        child_ctx = 600 * 2**20  # the child's own CUDA context, about this on an H100 / H200
+        hold = int(free - self.free_gib_wanted * 2**30 - child_ctx)
+        code = ("import sys, torch; x = torch.empty(int(sys.argv[1]), dtype=torch.uint8, device='cuda'); "
+                "torch.cuda.synchronize(); print('held', flush=True); sys.stdin.read()")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(max(hold, 0))], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "held":
+            raise RuntimeError("GpuOccupier: the child process could not allocate its share of the GPU")
+        self.free_gib = torch.cuda.mem_get_info()[0] / 2**30
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def peak_vram_during(fn) -> dict:

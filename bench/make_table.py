@@ -92,13 +92,20 @@ def main(paths):
         for k, v in d["batch"].items():
             print(f"| {k.split('_')[1]} | {v['seconds']:.2f} | {v['images_per_s']:.3f} | {v['peak_gib']:.1f} | {v['compiled']} |")
     if "lowvram" in d:
-        print("\n| low VRAM (kisekaeichi, 25 steps) | budget GiB | s / image | peak GiB | weights on GPU GiB | final latent vs resident | error |")
-        print("|---|---|---|---|---|---|---|")
+        bw = d.get("h2d_bandwidth", {})
+        mode = "Dynamic VRAM (ModelPatcherDynamic)" if d.get("dynamic_vram") else "legacy partial loading"
+        print(f"\nLow VRAM, {mode}; host->GPU copy {fmt(bw.get('pinned_gbs'), '.1f')} GB/s pinned, "
+              f"{fmt(bw.get('pageable_gbs'), '.1f')} GB/s pageable.\n")
+        print("| low VRAM (kisekaeichi, 25 steps) | free GiB | s / image | × resident (same compute) | × best resident | "
+              "PCIe bound s | weights on GPU / streamed GiB | pinned GiB | peak GiB | final latent vs resident | error |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for k, v in d["lowvram"].items():
-            print(f"| {k} | {v['budget_gib']:.0f} | {fmt(v.get('seconds_per_image'), '.2f')} | {fmt(v.get('peak_gib'), '.2f')} | "
-                  f"{fmt(v.get('loaded_gib'), '.2f')} | {fmt(v.get('final_latent_rel_err_vs_resident'), '.1e')} | "
+            print(f"| {k} | {fmt(v.get('free_gib_at_start', v['budget_gib']), '.1f')} | {fmt(v.get('seconds_per_image'), '.2f')} | "
+                  f"{fmt(v.get('x_resident_eager'), '.2f')} | {fmt(v.get('x_resident_best'), '.2f')} | "
+                  f"{fmt(v.get('transfer_bound_s'), '.2f')} | {fmt(v.get('loaded_gib'), '.1f')} / "
+                  f"{fmt(v.get('streamed_gib_per_step'), '.1f')} | {fmt(v.get('pinned_gib'), '.1f')} | "
+                  f"{fmt(v.get('peak_gib'), '.2f')} | {fmt(v.get('final_latent_rel_err_vs_resident'), '.1e')} | "
                   f"{v.get('error', '')[:80]} |")
-
 
 if __name__ == "__main__":
     main(sys.argv[1:])
