@@ -156,7 +156,8 @@ def test_every_example_loads_from_the_template_list(browser_results):
         assert "FramePackI2V_HY_bf16.safetensors" not in dialog and "clip_l" not in dialog, f"{name}: {dialog!r}"
     # our extension threw nothing (the frontend's own blocked registry look-ups are not ours)
     errors = [e for e in browser_results["pageErrors"]
-              if "framepack_layout.js" in e or (e.startswith("pageerror") and "framepack" in e.lower())]
+              if any(f.name in e for f in (REPO / "js").glob("*.js"))
+              or (e.startswith("pageerror") and "framepack" in e.lower())]
     assert not errors, errors
 
 
@@ -271,6 +272,25 @@ def test_templates_open_readable(browser_results):
         assert o["notes"], name
         for note in o["notes"]:
             assert 0 < note["clientHeight"] and note["scrollHeight"] <= note["clientHeight"], f"{name}: Note text cut: {note}"
+
+
+@pytest.mark.browser
+@needs_browser
+def test_every_title_is_drawn_whole(browser_results, served):
+    """Each node of the pack, added alone to an empty canvas, and each node of every template as it
+    opens, has its whole title drawn: the frontends cut a title that does not fit its node's width
+    ("FramePack Contr..."), and a node sized only by its sockets was cut that way."""
+    object_info = served.get("/object_info", timeout=120)
+    pack_types = {t for t, d in object_info.items() if d.get("python_module") == f"custom_nodes.{PACK}"}
+    assert len(pack_types) > 10, sorted(object_info)[:20]
+    fresh = browser_results["freshNodes"]
+    assert set(fresh["types"]) == pack_types
+    assert {n["type"] for n in fresh["nodes"]} == pack_types
+    assert [n for n in fresh["nodes"] if not n["whole"]] == []
+    for name in EXAMPLES:
+        titles = browser_results["workflows"][name]["open"]["titles"]
+        assert len(titles) == browser_results["workflows"][name]["nodeCount"], name
+        assert [t for t in titles if not t["whole"]] == [], name
 
 
 @pytest.mark.browser

@@ -43,6 +43,7 @@ try {
       app.graph.clear();
       const byKey = {};
       const columns = {};
+      const measure = document.createElement("canvas").getContext("2d");
       for (const n of wf.nodes) {
         const node = LiteGraph.createNode(n.type);
         if (!node) throw new Error(`unknown node type ${n.type}`);
@@ -54,6 +55,11 @@ try {
           w.value = value;
         }
         if (n.width) node.setSize([n.width, node.computeSize()[1]]);
+        // wide enough for the whole title: the frontends cut it at the node's width minus two title
+        // heights (drawTitleText); 8 px of slack for another machine's font rendering
+        measure.font = node.titleFontStyle;
+        const titleWidth = Math.ceil(measure.measureText(node.title).width) + 2 * LiteGraph.NODE_TITLE_HEIGHT + 8;
+        if (node.size[0] < titleWidth) node.setSize([titleWidth, node.size[1]]);
         byKey[n.key] = node;
         (columns[n.col] ??= []).push([node, n.row ?? 0]);
       }

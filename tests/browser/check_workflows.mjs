@@ -12,7 +12,9 @@
 //      state holds the new value, screenshot again;
 //      then the label boxes of the drawing for a sweep of target indices up to 255, and the node
 //      rectangles after an out-of-range target (the node grows with its red error);
-//   4. screenshot the whole workflow.
+//   4. screenshot the whole workflow;
+//   5. (once) add every node of the pack to an empty graph, as a user does, and keep which titles the
+//      canvas draws whole (also done for each template's open view, step 1).
 // Writes <out dir>/results.json (and the PNGs) for pytest to judge.
 import fs from "node:fs";
 import path from "node:path";
@@ -70,6 +72,66 @@ async function setAndDraw(nodeId, name, value) {
     return { value: s.request.widgets, error: s.error, warnings: s.layout?.warnings ?? [], labelBoxes: s.labelBoxes,
       width: s.labelWidth };
   }, nodeId);
+}
+
+// The nodes' titles as the canvas draws them: one frame drawn with the canvas's fillText spied on.
+// A title cut to fit its node is drawn as "FramePack Contr..." and never as the whole title.
+async function drawnTitles() {
+  return page.evaluate(() => {
+    const drawn = new Set();
+    const proto = CanvasRenderingContext2D.prototype;
+    const fillText = proto.fillText;
+    proto.fillText = function (text, ...rest) {
+      drawn.add(String(text));
+      return fillText.call(this, text, ...rest);
+    };
+    try {
+      window.app.canvas.draw(true, true);
+    } finally {
+      proto.fillText = fillText;
+    }
+    return window.app.graph.nodes.map((n) => ({ id: n.id, type: n.type, title: n.title, width: n.size[0],
+      whole: drawn.has(n.title) }));
+  });
+}
+
+// Every node type of the pack added alone to an empty graph at zoom 1 (the way the node search and
+// the node library add one), its title as drawn; then all of them together for the picture.
+async function freshNodes() {
+  const types = await page.evaluate((pack) => Object.entries(window.LiteGraph.registered_node_types)
+    .filter(([, cls]) => cls.nodeData?.python_module === `custom_nodes.${pack}`).map(([type]) => type), PACK);
+  const nodes = [];
+  for (const type of types) {
+    await page.evaluate((type) => {
+      const { app, LiteGraph } = window;
+      app.graph.clear();
+      const node = LiteGraph.createNode(type);
+      node.pos = [100, 100];
+      app.graph.add(node);
+    }, type);
+    await focusGraph(page, 0, 0, 1);
+    nodes.push(...(await drawnTitles()));
+  }
+  await page.evaluate((types) => {
+    window.app.graph.clear();
+    for (const type of types) window.app.graph.add(window.LiteGraph.createNode(type));
+  }, types);
+  await page.waitForTimeout(1500); // the layout node grows with its drawing (a fetch)
+  await page.evaluate(() => {
+    const { app, LiteGraph } = window;
+    let x = 0, y = 0, column = 0;
+    for (const node of app.graph.nodes) {
+      if (y > 0 && y + node.size[1] > 1400) { x += column + 40; y = 0; column = 0; }
+      node.pos = [x, y + LiteGraph.NODE_TITLE_HEIGHT];
+      y += node.size[1] + LiteGraph.NODE_TITLE_HEIGHT + 30;
+      column = Math.max(column, node.size[0]);
+    }
+  });
+  await fitAll(page);
+  await page.waitForTimeout(300);
+  const shot = path.join(outDir, "fresh-nodes.png");
+  await page.screenshot({ path: shot });
+  return { types, nodes, shot };
 }
 
 async function templateBrowser() {
@@ -148,6 +210,7 @@ try {
       };
     });
     r.open.rects = await nodeRects();
+    r.open.titles = await drawnTitles();
     r.screenshots.open = path.join(outDir, `${name}-open.png`);
     await page.screenshot({ path: r.screenshots.open });
     // the loaders' download links (properties.models): the frontend lists the files it lacks.
@@ -251,6 +314,7 @@ try {
     results.templateBrowser = { error: String(e?.stack || e) };
     await page.screenshot({ path: path.join(outDir, "template-browser-failed.png") });
   }
+  results.freshNodes = await freshNodes();
   // The Vue node renderer of current frontends (off by default in 1.45; users can switch it on): the
   // drawing must follow the widgets there too (1.3x has an early one behind the same setting).
   results.vue = await page.evaluate(async () => {
