@@ -14,13 +14,12 @@ const PACK_MODULE = `custom_nodes.${decodeURIComponent(new URL(import.meta.url).
 
 let measureCtx = null;
 
-// The width, in graph units at zoom 1, the frontend needs to draw `node`'s title uncut.
+// The width, in graph units at zoom 1, the frontend needs to draw `node`'s title uncut (any node;
+// the template builder, tests/browser/build_workflows.mjs, uses it for ComfyUI's own nodes too).
 export function titleWidthNeeded(node) {
-  const { LiteGraph } = window;
   measureCtx ??= document.createElement("canvas").getContext("2d");
-  measureCtx.font = node.titleFontStyle ?? `${LiteGraph.NODE_TEXT_SIZE}px ${LiteGraph.NODE_FONT}`;
-  const title = String(node.getTitle?.() ?? node.title ?? "");
-  return Math.ceil(measureCtx.measureText(title).width) + 2 * LiteGraph.NODE_TITLE_HEIGHT;
+  measureCtx.font = node.titleFontStyle;
+  return Math.ceil(measureCtx.measureText(node.getTitle()).width) + 2 * window.LiteGraph.NODE_TITLE_HEIGHT;
 }
 
 app.registerExtension({

@@ -9,6 +9,7 @@ import path from "node:path";
 import { fitAll, focusGraph, nodeClip, openComfy, reload } from "./comfy_page.mjs";
 
 const [specPath, url, outDir] = process.argv.slice(2);
+const PACK = process.env.FRAMEPACK_PACK_NAME || "framepack_oneframe";
 const THUMB = 640;
 
 // The template browser lists a custom node's templates by file name only (both frontends: the
@@ -38,12 +39,13 @@ const { page, pageErrors, close } = await openComfy(url);
 try {
   for (const wf of spec.workflows) {
     await reload(page);
-    const result = await page.evaluate((wf) => {
+    const result = await page.evaluate(async ([wf, pack]) => {
       const { app, LiteGraph } = window;
+      // the pack's own extension module (already loaded by the frontend: the same instance)
+      const { titleWidthNeeded } = await import(`/extensions/${pack}/framepack_node_titles.js`);
       app.graph.clear();
       const byKey = {};
       const columns = {};
-      const measure = document.createElement("canvas").getContext("2d");
       for (const n of wf.nodes) {
         const node = LiteGraph.createNode(n.type);
         if (!node) throw new Error(`unknown node type ${n.type}`);
@@ -55,10 +57,9 @@ try {
           w.value = value;
         }
         if (n.width) node.setSize([n.width, node.computeSize()[1]]);
-        // wide enough for the whole title: the frontends cut it at the node's width minus two title
-        // heights (drawTitleText); 8 px of slack for another machine's font rendering
-        measure.font = node.titleFontStyle;
-        const titleWidth = Math.ceil(measure.measureText(node.title).width) + 2 * LiteGraph.NODE_TITLE_HEIGHT + 8;
+        // wide enough for the whole title, custom titles and ComfyUI's own nodes included; 8 px of
+        // slack for another machine's font rendering
+        const titleWidth = titleWidthNeeded(node) + 8;
         if (node.size[0] < titleWidth) node.setSize([titleWidth, node.size[1]]);
         byKey[n.key] = node;
         (columns[n.col] ??= []).push([node, n.row ?? 0]);
@@ -73,7 +74,7 @@ try {
       }
       window._fpColumns = columns;
       return { nodes: app.graph.nodes.length };
-    }, wf);
+    }, [wf, PACK]);
     await page.waitForTimeout(1500); // the layout node's preview fetch (it grows the node); LoadImage previews
     // a Note as tall as its text: grow it until its textarea no longer scrolls (at zoom 1, on screen,
     // so the DOM widget has a real size)
